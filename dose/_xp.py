@@ -1,0 +1,48 @@
+"""numpy/cupy selection without importing cupy on machines that do not use it."""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """``cupy`` if any argument is a cupy array (cupy already imported), else ``numpy``."""
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays):
+        return cupy
+    return np
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto|cpu|cuda`` to ``cpu`` or ``cuda``; ``cuda`` raises when no GPU is usable."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    try:
+        import cupy
+
+        usable = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # cupy missing, or no driver: both mean no GPU here
+        usable = False
+    if usable:
+        return "cuda"
+    if device == "cuda":
+        raise RuntimeError("device 'cuda' requested but cupy finds no CUDA device")
+    return "cpu"
+
+
+def to_device(array: Any, device: str) -> Any:
+    """Move an array to ``cpu`` (numpy) or ``cuda`` (cupy)."""
+    if device == "cuda":
+        import cupy
+
+        return cupy.asarray(array)
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(array, cupy.ndarray):
+        return cupy.asnumpy(array)
+    return np.asarray(array)

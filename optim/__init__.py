@@ -3,4 +3,44 @@
 optim sees the dose engine only as a sparse matrix; it never imports ``dose`` or ``planner``.
 """
 
-__all__: list[str] = []
+from optim.dvh import dose_at_volume, mean_dose, volume_at_dose
+from optim.fluence import FluenceResult, Progress, optimise_fluence
+from optim.objectives import (
+    GEUD,
+    DoseFalloff,
+    DoseMimicking,
+    FluenceSmoothness,
+    MaxDose,
+    MaxDVH,
+    MeanDose,
+    MinDose,
+    MinDVH,
+    SquaredOverdose,
+    SquaredUnderdose,
+    falloff_limit_gy,
+    neighbour_pairs,
+    resolve_overlaps,
+)
+
+__all__ = [
+    "GEUD",
+    "DoseFalloff",
+    "DoseMimicking",
+    "FluenceResult",
+    "FluenceSmoothness",
+    "MaxDVH",
+    "MaxDose",
+    "MeanDose",
+    "MinDVH",
+    "MinDose",
+    "Progress",
+    "SquaredOverdose",
+    "SquaredUnderdose",
+    "dose_at_volume",
+    "falloff_limit_gy",
+    "mean_dose",
+    "neighbour_pairs",
+    "optimise_fluence",
+    "resolve_overlaps",
+    "volume_at_dose",
+]

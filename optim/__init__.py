@@ -21,6 +21,7 @@ from optim.objectives import (
     neighbour_pairs,
     resolve_overlaps,
 )
+from optim.sequencing import LeafSequence, leaf_pair_fluence, sequence_leaves
 
 __all__ = [
     "GEUD",
@@ -28,6 +29,7 @@ __all__ = [
     "DoseMimicking",
     "FluenceResult",
     "FluenceSmoothness",
+    "LeafSequence",
     "MaxDVH",
     "MaxDose",
     "MeanDose",
@@ -38,9 +40,11 @@ __all__ = [
     "SquaredUnderdose",
     "dose_at_volume",
     "falloff_limit_gy",
+    "leaf_pair_fluence",
     "mean_dose",
     "neighbour_pairs",
     "optimise_fluence",
     "resolve_overlaps",
+    "sequence_leaves",
     "volume_at_dose",
 ]

@@ -21,6 +21,7 @@ from optim.objectives import (
     neighbour_pairs,
     resolve_overlaps,
 )
+from optim.segment_weights import optimise_segment_weights
 from optim.sequencing import LeafSequence, leaf_pair_fluence, sequence_leaves
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "mean_dose",
     "neighbour_pairs",
     "optimise_fluence",
+    "optimise_segment_weights",
     "resolve_overlaps",
     "sequence_leaves",
     "volume_at_dose",

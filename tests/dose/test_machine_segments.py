@@ -1,0 +1,48 @@
+"""Machine description and aperture fluence against hand-computed areas."""
+
+import numpy as np
+import pytest
+
+from dose.machine import load_machine
+from dose.segments import Segment, open_field, segments_fluence
+
+
+def test_millennium_120_geometry():
+    machine = load_machine()
+    assert machine.sad_mm == 1000.0
+    assert machine.n_leaf_pairs == 60
+    widths = machine.leaf_widths_mm
+    np.testing.assert_array_equal(widths[:10], 10.0)
+    np.testing.assert_array_equal(widths[10:50], 5.0)
+    np.testing.assert_array_equal(widths[50:], 10.0)
+    assert machine.leaf_boundaries_mm[0] == -200.0 and machine.leaf_boundaries_mm[30] == 0.0
+
+
+def test_open_field_fluence_is_its_area():
+    machine = load_machine()
+    edges = np.arange(-100.0, 100.01, 2.5)
+    field = open_field(machine, (-50.0, 30.0), (-20.0, 40.0), mu=3.0)
+    fluence = segments_fluence([field], machine, edges, edges)
+    # 80 x 60 mm open at 3 MU; closed pairs sit under the X1 jaw, so no transmission is added
+    assert fluence.sum() * 2.5**2 == pytest.approx(3.0 * 80 * 60)
+    assert fluence.max() == pytest.approx(3.0)
+
+
+def test_partial_pixels_and_transmission():
+    machine = load_machine()
+    leaves = np.tile([-10.0, 10.0], (60, 1))
+    leaves[30] = [-3.0, 7.0]  # the pair spanning y 0..5 mm is narrower
+    segment = Segment((-20.0, 20.0), (0.0, 5.0), leaves, mu=1.0)
+    edges = np.arange(-20.0, 20.01, 2.0)
+    fluence = segments_fluence([segment], machine, edges, np.array([-5.0, 0.0, 5.0]))
+    assert fluence[0].sum() == 0.0  # blocked by the Y1 jaw
+    t = machine.leaf_transmission
+    open_mm = 10.0
+    expected = (open_mm + t * (40.0 - open_mm)) * 1.0  # one 5 mm row of pixels, 2 mm wide
+    assert fluence[1].sum() * 2.0 == pytest.approx(expected)
+    assert fluence[1, 8] == pytest.approx(0.5 + 0.5 * t)  # pixel -4..-2 half open by the A leaf
+
+
+def test_segment_validation():
+    with pytest.raises(ValueError, match="bank A"):
+        Segment((-5, 5), (-5, 5), np.tile([5.0, -5.0], (60, 1)), 1.0)

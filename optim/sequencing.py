@@ -173,16 +173,22 @@ def _leaf_positions(
     leaf_boundaries_mm: np.ndarray,
     min_gap_mm: float,
     leaf_travel_mm: tuple[float, float],
+    jaw_overtravel_mm: tuple[float, float],
     interdigitation: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Leaf positions ``(n_pairs, 2)`` and jaws ``(4,)`` of one aperture in index form."""
+    """Leaf positions ``(n_pairs, 2)`` and jaws ``(4,)`` of one aperture in index form.
+
+    The jaws sit on the outermost open leaves, or as close as their overtravel past the axis
+    allows (then they stop short and the leaves alone shape that side).
+    """
     is_open = index[:, 1] > index[:, 0]
     open_pairs = np.flatnonzero(is_open)
     leaves = col_edges_mm[index].astype(float)
-    x1 = float(leaves[is_open, 0].min())
-    x2 = float(leaves[is_open, 1].max())
-    y1 = float(leaf_boundaries_mm[open_pairs[0]])
-    y2 = float(leaf_boundaries_mm[open_pairs[-1] + 1])
+    over_x, over_y = jaw_overtravel_mm
+    x1 = min(float(leaves[is_open, 0].min()), over_x)
+    x2 = max(float(leaves[is_open, 1].max()), -over_x)
+    y1 = min(float(leaf_boundaries_mm[open_pairs[0]]), over_y)
+    y2 = max(float(leaf_boundaries_mm[open_pairs[-1] + 1]), -over_y)
     if interdigitation:
         # Every closed pair's gap goes just behind the X1 jaw (or the X2 jaw when leaf A cannot
         # travel that far), which also hides the pairs between open ones.
@@ -193,7 +199,7 @@ def _leaf_positions(
         leaves[~is_open] = parked
     else:
         # Apertures are connected (see _split_unconnected): closed pairs lie outside the Y jaws
-        # and line up with the nearest open pair's leaf A, the only place where the whole stack
+        # (unless a Y jaw cannot reach the open pairs for its overtravel) and line up with the nearest open pair's leaf A, the only place where the whole stack
         # of closed pairs keeps clear of both neighbours' opposing leaves.
         first, last = open_pairs[0], open_pairs[-1]
         leaves[:first] = leaves[first, 0], leaves[first, 0] + min_gap_mm
@@ -207,6 +213,7 @@ def _check_machine(
     leaf_boundaries_mm: np.ndarray,
     min_gap_mm: float,
     leaf_travel_mm: tuple[float, float],
+    jaw_overtravel_mm: tuple[float, float],
     max_leaf_span_mm: float | None,
 ) -> None:
     """ValueError when the beamlet grid does not fit the MLC."""
@@ -217,13 +224,17 @@ def _check_machine(
     if col_edges_mm[0] < low or col_edges_mm[-1] > high:
         raise ValueError(f"beamlet columns span {col_edges_mm[0]} to {col_edges_mm[-1]} mm, beyond "
                          f"the leaf travel ({low} to {high} mm)")
-    if col_edges_mm[0] - min_gap_mm < low and col_edges_mm[-1] + min_gap_mm > high:
-        raise ValueError(f"no room to park closed leaf pairs: columns span {col_edges_mm[0]} to "
-                         f"{col_edges_mm[-1]} mm, leaf travel {low} to {high} mm")
+    # Leaves stay between the X jaws' extreme positions: the columns, widened to where the jaws
+    # stop when they cannot cross the axis far enough to reach them.
+    left = min(col_edges_mm[0], jaw_overtravel_mm[0])
+    right = max(col_edges_mm[-1], -jaw_overtravel_mm[0])
+    if left - min_gap_mm < low and right + min_gap_mm > high:
+        raise ValueError(f"no room to park closed leaf pairs: columns and jaws span {left} to "
+                         f"{right} mm, leaf travel {low} to {high} mm")
     if np.diff(col_edges_mm).min() < min_gap_mm:
         raise ValueError(f"beamlet columns ({np.diff(col_edges_mm).min()} mm) are narrower than "
                          f"the minimum leaf gap {min_gap_mm} mm")
-    width = col_edges_mm[-1] - col_edges_mm[0]
+    width = right - left
     if max_leaf_span_mm is not None and width + min_gap_mm > max_leaf_span_mm:
         raise ValueError(f"field {width} mm wide (plus the {min_gap_mm} mm leaf gap) exceeds the "
                          f"maximum leaf span {max_leaf_span_mm} mm; split the beam")
@@ -241,6 +252,7 @@ def sequence_leaves(
     min_weight: float = 0.0,
     min_gap_mm: float = 0.5,
     leaf_travel_mm: tuple[float, float] = (-200.0, 200.0),
+    jaw_overtravel_mm: tuple[float, float] = (np.inf, np.inf),
     max_leaf_span_mm: float | None = None,
     interdigitation: bool = True,
 ) -> LeafSequence:
@@ -283,6 +295,9 @@ def sequence_leaves(
         Minimum gap between opposing leaves (also kept by closed pairs).
     leaf_travel_mm : (2,) float, mm
         Lowest and highest position any leaf tip can reach.
+    jaw_overtravel_mm : (2,) float, mm
+        How far the X and the Y jaws may cross the central axis (X1 up to ``+x``, X2 down to
+        ``-x``; likewise Y).
     max_leaf_span_mm : float or None, mm
         Largest distance between leaves of one bank (None: no limit).
     interdigitation : bool
@@ -321,7 +336,7 @@ def sequence_leaves(
     if fluence.min() < 0:
         raise ValueError(f"fluence must be non-negative, minimum {fluence.min()}")
     _check_machine(row_edges_mm, col_edges_mm, leaf_boundaries_mm, min_gap_mm, leaf_travel_mm,
-                   max_leaf_span_mm)
+                   jaw_overtravel_mm, max_leaf_span_mm)
 
     pair_fluence = leaf_pair_fluence(fluence, row_edges_mm, leaf_boundaries_mm)
     peak = float(pair_fluence.max())
@@ -345,7 +360,7 @@ def sequence_leaves(
                          f"(method {method!r}), more than max_segments={max_segments}")
 
     positions, jaws = zip(*(_leaf_positions(index, col_edges_mm, leaf_boundaries_mm, min_gap_mm,
-                                            leaf_travel_mm, interdigitation)
+                                            leaf_travel_mm, jaw_overtravel_mm, interdigitation)
                             for index, _ in apertures))
     return LeafSequence(
         leaf_positions_mm=np.stack(positions),

@@ -18,6 +18,8 @@ BOUNDARIES = np.concatenate([-200 + 10.0 * np.arange(10), -100 + 5.0 * np.arange
                              100 + 10.0 * np.arange(11)])
 GAP = 0.5
 TRAVEL = (-200.0, 200.0)
+SPAN = 150.0
+OVERTRAVEL = (20.0, 100.0)  # X jaws 20 mm, Y jaws 100 mm past the axis, as data/machines
 # Stratified fluence = whole levels times one step: the sum of segments may differ from it only
 # by float rounding of a few additions.
 RTOL = 1e-9
@@ -35,9 +37,10 @@ def delivered(seq, col_edges):
     return total
 
 
-def check_limits(seq, *, interdigitation, span=None):
+def check_limits(seq, *, interdigitation, span=None, overtravel=(np.inf, np.inf)):
     """Every machine limit in every segment (both control points of a segment share them)."""
     eps = 1e-9
+    over_x, over_y = overtravel
     for leaves, (x1, x2, y1, y2) in zip(seq.leaf_positions_mm, seq.jaws_mm):
         a, b = leaves[:, 0], leaves[:, 1]
         assert np.all(b - a >= GAP - eps), "minimum gap"
@@ -49,14 +52,18 @@ def check_limits(seq, *, interdigitation, span=None):
         is_open = b - a > GAP + eps
         assert is_open.any()
         lower, upper = BOUNDARIES[:-1], BOUNDARIES[1:]
-        # Jaws track the open leaves exactly ...
-        assert x1 == a[is_open].min() and x2 == b[is_open].max()
-        assert y1 == lower[is_open].min() and y2 == upper[is_open].max()
-        # ... and every closed pair's gap lies behind a jaw.
+        # Jaws track the open leaves exactly, as far as their overtravel lets them ...
+        assert x1 == min(a[is_open].min(), over_x) and x2 == max(b[is_open].max(), -over_x)
+        assert y1 == min(lower[is_open].min(), over_y) and y2 == max(upper[is_open].max(), -over_y)
+        # ... and every closed pair's gap lies behind a jaw. The one exception: without
+        # interdigitation, closed pairs between a Y jaw held back by its overtravel and the open
+        # pairs must line up with the open leaves (documented in sequence_leaves).
         closed = ~is_open
         behind_y = (upper <= y1 + eps) | (lower >= y2 - eps)
         behind_x = (b <= x1 + eps) | (a >= x2 - eps)
-        assert np.all((behind_y | behind_x)[closed]), "closed pair in the field"
+        held_back = (lower < lower[is_open].min()) | (upper > upper[is_open].max())
+        allowed = behind_y | behind_x | (held_back & (not interdigitation))
+        assert np.all(allowed[closed]), "closed pair in the field"
 
 
 def grid(n_rows, n_cols, row0=-30.0, col0=-40.0, size=5.0):
@@ -73,18 +80,21 @@ fluences = hnp.arrays(
 @settings(max_examples=60, deadline=None)
 @given(fluence=fluences, method=st.sampled_from(["xia", "sweep"]),
        n_levels=st.integers(1, 12), interdigitation=st.booleans(),
-       row0=st.sampled_from([-130.0, -105.0, -30.0, 90.0]))
-def test_random_fluence_exact_and_within_limits(fluence, method, n_levels, interdigitation, row0):
-    # row0 -130 / -105 / 90 put beamlet rows under the 10 mm outer leaves (two 5 mm rows each).
-    rows, cols = grid(*fluence.shape, row0=row0)
+       row0=st.sampled_from([-130.0, -105.0, -30.0, 90.0]),
+       col0=st.sampled_from([-60.0, 25.0]))
+def test_random_fluence_exact_and_within_limits(fluence, method, n_levels, interdigitation, row0,
+                                                col0):
+    # row0 -130 / -105 / 90 put beamlet rows under the 10 mm outer leaves (two 5 mm rows each)
+    # and beyond the Y jaws' overtravel; col0 25 puts every column beyond the X1 jaw's.
+    rows, cols = grid(*fluence.shape, row0=row0, col0=col0)
     seq = sequence_leaves(fluence, rows, cols, BOUNDARIES, method=method, n_levels=n_levels,
-                          min_gap_mm=GAP, leaf_travel_mm=TRAVEL, max_leaf_span_mm=150.0,
-                          interdigitation=interdigitation)
+                          min_gap_mm=GAP, leaf_travel_mm=TRAVEL, jaw_overtravel_mm=OVERTRAVEL,
+                          max_leaf_span_mm=SPAN, interdigitation=interdigitation)
     if fluence.max() == 0:
         assert seq.n_segments == 0
         return
     np.testing.assert_allclose(delivered(seq, cols), seq.stratified_fluence, rtol=RTOL, atol=1e-12)
-    check_limits(seq, interdigitation=interdigitation, span=150.0)
+    check_limits(seq, interdigitation=interdigitation, span=SPAN, overtravel=OVERTRAVEL)
     # The stratified fluence is the leaf-pair fluence rounded to the nearest level.
     step = leaf_pair_fluence(fluence, rows, BOUNDARIES).max() / seq.n_levels
     np.testing.assert_array_less(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from planner.io import load_patient
-from planner.io._atomic import atomic_directory, check_writable
+from planner.io._atomic import check_writable
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +29,8 @@ def run(args: argparse.Namespace) -> int:
     patient = load_patient(args.input)
     from planner.io.dicom_patient import write_dicom_patient  # pydicom only where DICOM is written
 
-    with atomic_directory(args.outdir, overwrite=args.force) as tmp:
-        # tmp is a new empty folder of ours: overwrite=True lets the writer fill it.
-        references = write_dicom_patient(patient, tmp, overwrite=True)
+    # The writer fills a temporary folder and renames it onto OUTDIR (atomic_directory).
+    references = write_dicom_patient(patient, args.outdir, overwrite=args.force)
     print(f"wrote {len(references.ct_sop_instance_uids)} CT slices and an RT Structure Set "
           f"({len(patient.structures)} structures) to {args.outdir}")
     return 0

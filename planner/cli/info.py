@@ -50,6 +50,8 @@ def summary(patient: Patient) -> str:
     for s in patient.structures:
         lines.append(f"  {s.name:<{width}}  {s.kind:<8}  {patient.volume_cc(s.name):11.2f}")
     lines.append(f"Prescriptions ({len(patient.prescriptions)})")
+    if not patient.prescriptions:
+        lines.append("  none (DICOM CT and RTSTRUCT carry no prescription: the protocol gives it)")
     for rx in patient.prescriptions:
         lines.append(f"  {rx.target}: {rx.dose_gy:g} Gy in {rx.fractions} fractions "
                      f"({rx.dose_per_fraction_gy:g} Gy per fraction)")

@@ -71,10 +71,10 @@ def read_matrad_mat(path: Path, *, fractions: int | None = None) -> Patient:
         voxel list that does not fit the cube; the message starts with the path.
     """
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
     try:
         mat = scipy.io.loadmat(path, simplify_cells=True)
-    except FileNotFoundError as error:
-        raise InputError(f"{path}: no such file") from error
     except NotImplementedError as error:  # MATLAB v7.3 files are HDF5
         raise InputError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save with "
                          f"-v7") from error

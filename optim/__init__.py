@@ -3,6 +3,17 @@
 optim sees the dose engine only as a sparse matrix; it never imports ``dose`` or ``planner``.
 """
 
+from optim.autoplan import (
+    AutoPlanResult,
+    GoalResult,
+    NormalTissue,
+    PlanGoal,
+    StepReport,
+    TargetDose,
+    evaluate_goal,
+    evaluate_goals,
+    plan_automatically,
+)
 from optim.dvh import dose_at_volume, mean_dose, volume_at_dose
 from optim.fluence import FluenceResult, Progress, optimise_fluence
 from optim.objectives import (
@@ -25,6 +36,15 @@ from optim.segment_weights import optimise_segment_weights
 from optim.sequencing import LeafSequence, leaf_pair_fluence, sequence_leaves
 
 __all__ = [
+    "AutoPlanResult",
+    "GoalResult",
+    "NormalTissue",
+    "PlanGoal",
+    "StepReport",
+    "TargetDose",
+    "evaluate_goal",
+    "evaluate_goals",
+    "plan_automatically",
     "GEUD",
     "DoseFalloff",
     "DoseMimicking",

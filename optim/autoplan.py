@@ -1,0 +1,398 @@
+"""Automatic planning: reach a protocol's clinical goals without anyone adjusting weights.
+
+Prioritised steps (a lexicographic scheme held together by adaptive penalty weights):
+
+1. **Coverage** — the targets' prescriptions (squared under/overdose) and a dose fall-off ring in
+   the normal tissue; no organ objective yet.
+2. **Goals** — one objective per clinical goal (a DVH point, a maximum, a mean), aimed a little
+   inside its limit. After each optimisation the goals are evaluated and the weight of every unmet
+   goal grows (hard goals faster than soft ones) until all hard goals are met or the rounds run out.
+3. **Sparing** — every organ goal (upper limit) is pushed below its achieved value, step by step,
+   with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
+   before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
+   halved, and the trade-off that stopped progress is recorded.
+
+Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
+rows of ``D`` that some objective or goal uses (the matrix is restricted to them once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from optim import dvh
+from optim._xp import array_module
+from optim.fluence import Objective, Progress, optimise_fluence
+from optim.objectives import (
+    DoseFalloff, MaxDVH, MeanDose, MinDVH, SquaredOverdose, SquaredUnderdose,
+)
+
+Metric = Literal["dose_at_volume", "volume_at_dose", "mean_dose"]
+
+
+@dataclass(frozen=True)
+class PlanGoal:
+    """One clinical goal on one structure, in absolute units, over rows of ``D``.
+
+    Parameters
+    ----------
+    label : str
+        Shown in reports, e.g. ``"PTV D95% >= 50 Gy"``.
+    indices : (n,) int array
+        The structure's voxels (rows of ``D``); the goal is evaluated on all of them.
+    metric : {"dose_at_volume", "volume_at_dose", "mean_dose"}
+        D_v (Gy), V_x (fraction 0..1) or mean dose (Gy); see :mod:`optim.dvh`. A maximum dose or
+        D0.1cc is ``dose_at_volume`` with a small (or zero) volume fraction.
+    parameter : float
+        The volume fraction ``v`` of ``dose_at_volume``, the dose ``x`` (Gy) of ``volume_at_dose``,
+        unused (0) for ``mean_dose``.
+    bound : {"max", "min"}
+        The value must be at most / at least ``limit``.
+    limit : float
+        Gy for dose metrics, a fraction for ``volume_at_dose``.
+    hard : bool
+        Hard goals outrank soft ones when they conflict.
+    is_target : bool
+        A goal on a target (coverage or hot spot) rather than on an organ.
+    objective_indices : (m,) int array, optional
+        Voxels the goal's objective acts on (the overlap-resolved structure, see
+        :func:`optim.objectives.resolve_overlaps`); defaults to ``indices``.
+    """
+
+    label: str
+    indices: Any = field(repr=False)
+    metric: Metric
+    parameter: float
+    bound: Literal["max", "min"]
+    limit: float
+    hard: bool = True
+    is_target: bool = False
+    objective_indices: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("dose_at_volume", "volume_at_dose", "mean_dose"):
+            raise ValueError(f"goal {self.label!r}: unknown metric {self.metric!r}")
+        if self.bound not in ("max", "min"):
+            raise ValueError(f"goal {self.label!r}: bound must be 'max' or 'min'")
+        if self.metric == "mean_dose" and self.bound == "min":
+            raise ValueError(f"goal {self.label!r}: a lower limit on a mean dose is not supported")
+
+
+@dataclass(frozen=True)
+class TargetDose:
+    """A prescription: the dose the target's voxels should receive.
+
+    Parameters
+    ----------
+    label : str
+    indices : (n,) int array
+        Target voxels the prescription objectives act on (overlap-resolved).
+    dose_gy : float, Gy
+    """
+
+    label: str
+    indices: Any = field(repr=False)
+    dose_gy: float
+
+
+@dataclass(frozen=True)
+class NormalTissue:
+    """Normal-tissue voxels around the targets, for the dose fall-off ring.
+
+    Parameters
+    ----------
+    indices : (n,) int array
+        Voxels outside every target (a subsample is fine: the ring only shapes the fall-off).
+    distance_mm : (n,) float array, mm
+        Distance of each voxel from the nearest target voxel.
+    """
+
+    indices: Any = field(repr=False)
+    distance_mm: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GoalResult:
+    """How a plan fares on one goal: ``margin`` is positive when met (distance inside the limit)."""
+
+    label: str
+    value: float
+    limit: float
+    met: bool
+    margin: float
+    unit: str
+    hard: bool
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One optimisation in the automatic plan: which step, how long, what it achieved."""
+
+    step: str
+    iterations: int
+    evaluations: int
+    elapsed_s: float
+    goals_met: int
+    note: str
+
+
+@dataclass(frozen=True)
+class AutoPlanResult:
+    """Outcome of :func:`plan_automatically`.
+
+    Attributes
+    ----------
+    x : (n_beamlets,) float64 numpy array
+        Beamlet weights of the final plan.
+    goals : tuple of GoalResult
+        Every goal evaluated on the final plan.
+    steps : tuple of StepReport
+    stopped_by : str
+        Why the plan stopped improving: the trade-off (goal lost) or budget that ended it.
+    iterations, evaluations : int
+        Totals over all steps.
+    elapsed_s : float
+    """
+
+    x: np.ndarray
+    goals: tuple[GoalResult, ...]
+    steps: tuple[StepReport, ...]
+    stopped_by: str
+    iterations: int
+    evaluations: int
+    elapsed_s: float
+
+
+def evaluate_goal(dose: Any, goal: PlanGoal) -> GoalResult:
+    """Evaluate one goal on a dose vector (rows of ``D``), with :mod:`optim.dvh`."""
+    d = dose[goal.indices]
+    if goal.metric == "dose_at_volume":
+        value, unit = dvh.dose_at_volume(d, goal.parameter), "Gy"
+    elif goal.metric == "volume_at_dose":
+        value, unit = dvh.volume_at_dose(d, goal.parameter), "fraction"
+    else:
+        value, unit = dvh.mean_dose(d), "Gy"
+    margin = goal.limit - value if goal.bound == "max" else value - goal.limit
+    return GoalResult(goal.label, value, goal.limit, margin >= 0.0, margin, unit, goal.hard)
+
+
+def evaluate_goals(dose: Any, goals: Sequence[PlanGoal]) -> tuple[GoalResult, ...]:
+    """:func:`evaluate_goal` for each goal, in order."""
+    return tuple(evaluate_goal(dose, g) for g in goals)
+
+
+def _goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
+    """The objective that pushes ``goal``'s value to ``aim`` (a dose, or a volume fraction)."""
+    idx = goal.indices if goal.objective_indices is None else goal.objective_indices
+    if goal.metric == "mean_dose":
+        return MeanDose(idx, aim, weight)
+    if goal.metric == "dose_at_volume":
+        cls = MaxDVH if goal.bound == "max" else MinDVH
+        return cls(idx, aim, goal.parameter, weight)
+    cls = MaxDVH if goal.bound == "max" else MinDVH
+    return cls(idx, goal.parameter, min(max(aim, 0.0), 1.0), weight)
+
+
+def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any, Callable[[Any], Any]]:
+    """Rows of ``D`` that some index array uses, and a map from old to new row numbers."""
+    xp = array_module(D)
+    rows = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+
+    def remap(indices: Any) -> Any:
+        return xp.searchsorted(rows, xp.asarray(indices))
+
+    return D[rows], rows, remap
+
+
+# Defaults of the scheme, the same for every case (no per-case tuning): see the module docstring.
+TARGET_WEIGHT = 100.0      # prescription objectives; organ goals start 10x lower
+GOAL_WEIGHT = 10.0
+FALLOFF_WEIGHT = 1.0
+HOT_FACTOR = 1.05          # the prescription objective's overdose limit, times the prescription
+FALLOFF_MM = 30.0          # ring: dose falls linearly from 100 % to 40 % of the highest Rx in 30 mm
+FALLOFF_LOW = 0.4
+AIM_INSIDE = 0.03          # goal objectives aim 3 % inside the limit
+HARD_GROWTH, SOFT_GROWTH = 4.0, 2.0
+SPARING_STEP = 0.5         # first sparing step: aim at half the achieved value
+
+
+def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
+                       normal_tissue: NormalTissue | None = None,
+                       extra_objectives: Sequence[Objective] = (),
+                       regularisers: Sequence[Objective] = (),
+                       x0: np.ndarray | None = None, goal_rounds: int = 6,
+                       sparing_rounds: int = 6, iterations_per_step: int = 60,
+                       rel_tol: float = 1e-3, time_limit_s: float | None = None,
+                       progress: Callable[[str, Progress], None] | None = None) -> AutoPlanResult:
+    """Optimise the fluence towards the goals in prioritised steps (see the module docstring).
+
+    Parameters
+    ----------
+    D : (n_voxels, n_beamlets) sparse matrix, Gy per unit beamlet weight
+        scipy.sparse or cupyx.scipy.sparse; all index arrays are rows of it and live on its device.
+    targets : sequence of TargetDose
+        At least one.
+    goals : sequence of PlanGoal
+    normal_tissue : NormalTissue, optional
+        Voxels for the dose fall-off ring; without it the dose outside targets and goal
+        structures is not controlled.
+    extra_objectives : sequence of dose objectives, optional
+        Added to every step (e.g. ``DoseMimicking`` of a predicted dose); over the rows of ``D``.
+    regularisers : sequence of fluence objectives, optional
+        E.g. ``FluenceSmoothness``; added to every step.
+    x0 : (n_beamlets,) array, optional
+        Starting fluence; default uniform, scaled so the mean target dose is the prescription.
+    goal_rounds, sparing_rounds : int
+        Maximum rounds of weight adaptation and of sparing steps.
+    iterations_per_step : int
+        L-BFGS-B iterations allowed per optimisation.
+    rel_tol : float
+        Relative-change stopping rule of each optimisation.
+    time_limit_s : float, optional
+        Wall-time budget of the whole plan; the steps stop where it runs out.
+    progress : callable, optional
+        Called with the step name and each iteration's :class:`Progress`.
+
+    Returns
+    -------
+    AutoPlanResult
+    """
+    if not targets:
+        raise ValueError("automatic planning needs at least one target prescription")
+    start = time.perf_counter()
+    xp = array_module(D)
+    extra_idx = [o.indices for o in extra_objectives if hasattr(o, "indices")]
+    used = ([t.indices for t in targets] + [g.indices for g in goals]
+            + [g.objective_indices for g in goals if g.objective_indices is not None] + extra_idx
+            + ([normal_tissue.indices] if normal_tissue is not None else []))
+    Dr, rows, remap = _restrict(D, used)
+    targets = [replace(t, indices=remap(t.indices)) for t in targets]
+    goals = [replace(g, indices=remap(g.indices),
+                     objective_indices=None if g.objective_indices is None
+                     else remap(g.objective_indices)) for g in goals]
+    extras = [replace(o, indices=remap(o.indices)) if hasattr(o, "indices") else o  # type: ignore
+              for o in extra_objectives]
+
+    rx_max = max(t.dose_gy for t in targets)
+    base: list[Objective] = []
+    for t in targets:
+        base += [SquaredUnderdose(t.indices, t.dose_gy, TARGET_WEIGHT),
+                 SquaredOverdose(t.indices, t.dose_gy * HOT_FACTOR, TARGET_WEIGHT)]
+    if normal_tissue is not None:
+        base.append(DoseFalloff(remap(normal_tissue.indices), xp.asarray(normal_tissue.distance_mm),
+                                rx_max, FALLOFF_LOW * rx_max, FALLOFF_MM, FALLOFF_WEIGHT))
+    base += extras
+
+    if x0 is None:
+        ones = xp.ones(Dr.shape[1], dtype=Dr.dtype)
+        dose1 = Dr @ ones
+        mean_t = float(xp.concatenate([dose1[t.indices] for t in targets]).mean())
+        x = np.full(Dr.shape[1], rx_max / max(mean_t, 1e-12))
+    else:
+        x = np.asarray(x0, dtype=np.float64)
+
+    steps: list[StepReport] = []
+    totals = {"iterations": 0, "evaluations": 0}
+
+    def remaining() -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
+
+    def out_of_time() -> bool:
+        left = remaining()
+        return left is not None and left <= 0.0
+
+    def run(step: str, objectives: list[Objective], x_start: np.ndarray
+            ) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
+        hook = None if progress is None else (lambda p: progress(step, p))
+        result = optimise_fluence(Dr, objectives, x_start, regularisers=regularisers,
+                                  max_iter=iterations_per_step, rel_tol=rel_tol,
+                                  time_limit_s=remaining(), progress=hook)
+        totals["iterations"] += result.iterations
+        totals["evaluations"] += result.evaluations
+        dose = Dr @ xp.asarray(result.x, dtype=Dr.dtype)
+        achieved = evaluate_goals(dose, goals)
+        steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
+                                sum(r.met for r in achieved), result.stop_reason))
+        return result.x, achieved
+
+    # 1. coverage
+    x, achieved = run("coverage", list(base), x)
+
+    # 2. hard goals, with weights that grow while a hard goal is unmet (soft goals stay at
+    # their starting weight here, so they cannot outbid a hard goal)
+    def aim_inside(g: PlanGoal, value: float) -> float:
+        return value * (1.0 - AIM_INSIDE) if g.bound == "max" else value * (1.0 + AIM_INSIDE)
+
+    weights = [GOAL_WEIGHT] * len(goals)
+    aims = [aim_inside(g, g.limit) for g in goals]
+
+    def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
+        return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights)]
+
+    notes: list[str] = []
+    for round_ in range(goal_rounds):
+        if out_of_time():
+            notes.append("time limit in the goal rounds")
+            break
+        x, achieved = run(f"goals {round_ + 1}", base + goal_objectives(aims, weights), x)
+        if all(r.met for r in achieved if r.hard):
+            break
+        for i, r in enumerate(achieved):
+            if r.hard and not r.met:
+                weights[i] *= HARD_GROWTH
+    else:
+        unmet = [r.label for r in achieved if r.hard and not r.met]
+        notes.append(f"hard goals unmet after {goal_rounds} rounds: {', '.join(unmet)}")
+
+    # 3. sparing: met organ upper limits aimed below what was reached and, like unmet soft goals,
+    # given more weight each round; a step is kept only if every goal met before is still met.
+    spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
+    step = SPARING_STEP
+    trade_off = ""
+    for round_ in range(sparing_rounds):
+        if not spare and all(r.met for r in achieved):
+            break
+        if out_of_time():
+            notes.append("time limit in sparing")
+            break
+        trial_aims, trial_weights = list(aims), list(weights)
+        for i, r in enumerate(achieved):
+            if not r.met and not goals[i].hard:
+                trial_weights[i] *= SOFT_GROWTH
+            elif r.met and i in spare:
+                trial_aims[i] = r.value * (1.0 - step)
+                trial_weights[i] *= SOFT_GROWTH
+        x_new, new = run(f"sparing {round_ + 1}", base + goal_objectives(trial_aims, trial_weights),
+                         x)
+        lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
+        if lost:
+            pushed = [goals[i].label for i in spare if achieved[i].met]
+            pushed += [r.label for r in achieved if not r.met and not r.hard]
+            trade_off = (f"pushing {', '.join(pushed)} further loses "
+                         f"{', '.join(goals[i].label for i in lost)}")
+            # Hold what was won: the lost goals weigh more from now on, and the next step is
+            # smaller (the plan stays at the last accepted fluence).
+            for i in lost:
+                weights[i] *= HARD_GROWTH
+            step /= 2.0
+            continue
+        gain = max([(achieved[i].value - new[i].value) / max(abs(achieved[i].value), 1e-12)
+                    for i in spare] + [0.0])
+        x, achieved, aims, weights = x_new, new, trial_aims, trial_weights
+        if gain < 0.01 and all(r.met for r in achieved):
+            notes.append("sparing converged (less than 1 % further reduction)")
+            break
+    if trade_off:
+        notes.append(f"trade-off: {trade_off}")
+    if not notes:
+        notes.append(f"{sparing_rounds} sparing rounds done")
+    stopped_by = "; ".join(notes)
+
+    return AutoPlanResult(x=x, goals=achieved, steps=tuple(steps), stopped_by=stopped_by,
+                          iterations=totals["iterations"], evaluations=totals["evaluations"],
+                          elapsed_s=time.perf_counter() - start)

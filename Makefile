@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# For now the example imports the TG-119 C-shape phantom and prints its summary; later issues grow
+# it into a full plan of that phantom.
 example: $(VENV)/.installed
 	$(VENV)/bin/planner info example:cshape
 

@@ -5,7 +5,8 @@ with voxel sizes in ``ct.resolution`` and voxel-centre coordinates in ``ct.x``, 
 (mm). matRad's world coordinates are DICOM patient coordinates, LPS (matRad documentation, "The
 matRad Coordinate System": x towards the patient's left, y posterior, z superior); its DICOM
 import sets ``ct.x = ImagePositionPatient(1) + resolution.x * (0:nx-1)`` and likewise for y and z,
-so rows grow towards posterior as in an axial DICOM image. Where a file has no coordinate vectors,
+so rows grow towards posterior as in an axial DICOM image (checked on ``TG119.mat``: the couch under
+the supine phantom lies at larger y than its BODY). Where a file has no coordinate vectors,
 matRad (``matRad_getWorldAxes``) starts them at ``ct.dicomInfo.ImagePositionPatient`` when present,
 else at ``-(n / 2) * resolution`` on each axis; this reader does the same.
 

@@ -83,7 +83,7 @@ def _grid_around(low_mm: tuple[float, float, float], high_mm: tuple[float, float
 
 
 def _centres(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates broadcastable to the grid: z (nz,1,1), y (1,ny,1), x (1,1,nx), mm."""
+    """Voxel-centre coordinates, mm, broadcastable: z (nz,1,1), y (1,ny,1), x (1,1,nx)."""
     z, y, x = grid.axes_mm()
     return z[:, None, None], y[None, :, None], x[None, None, :]
 

@@ -3,12 +3,13 @@
 matRad keeps a CT as ``ct.cubeHU``, a MATLAB array indexed ``(row, column, slice)`` = ``(y, x, z)``,
 with voxel sizes in ``ct.resolution`` and voxel-centre coordinates in ``ct.x``, ``ct.y``, ``ct.z``
 (mm). matRad's world coordinates are DICOM patient coordinates, LPS (matRad documentation, "The
-matRad Coordinate System": x towards the patient's left, y posterior, z superior); its DICOM
-import sets ``ct.x = ImagePositionPatient(1) + resolution.x * (0:nx-1)`` and likewise for y and z,
-so rows grow towards posterior as in an axial DICOM image (checked on ``TG119.mat``: the couch under
-the supine phantom lies at larger y than its BODY). Where a file has no coordinate vectors,
-matRad (``matRad_getWorldAxes``) starts them at ``ct.dicomInfo.ImagePositionPatient`` when present,
-else at ``-(n / 2) * resolution`` on each axis; this reader does the same.
+matRad Coordinate System": x towards the patient's left, y posterior, z superior); the vectors
+start at the DICOM ImagePositionPatient (in ``TG119.mat`` ``ct.x(1) = ct.y(1) = -250`` mm, its
+``ct.dicomInfo.ImagePositionPatient``), so rows grow towards posterior as in an axial DICOM image
+(checked on ``TG119.mat``: the couch under the supine phantom lies at larger y than its BODY).
+Where a file has no coordinate vectors, matRad (``matRad_getWorldAxes``) starts them at
+``ct.dicomInfo.ImagePositionPatient`` when present, else at ``-(n / 2) * resolution`` on each
+axis; this reader does the same.
 
 ``cst`` has one row per structure: index, name, type (``TARGET`` or ``OAR``), voxel list (MATLAB
 1-based linear indices into the cube, column-major), properties, objectives.
@@ -117,7 +118,8 @@ def read_matrad_mat(path: Path, *, fractions: int | None = None) -> Patient:
 
 def _first_scenario(value: Any) -> np.ndarray:
     """The first entry of a cell array of CT scenarios, or the array itself."""
-    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.dtype == object):
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
+                                            and value.dtype == object):
         return np.asarray(value[0], dtype=float) if len(value) else np.zeros(0)
     return np.asarray(value, dtype=float)
 
@@ -223,7 +225,7 @@ def _structures(path: Path, cst: Any, shape_yxz: tuple[int, int, int],
 
 
 def _prescribed_dose(objectives: Any) -> float | None:
-    """Highest reference dose (Gy) among a target's prescribing objectives, None if there is none."""
+    """Highest reference dose (Gy) of a target's prescribing objectives; None if it has none."""
     if isinstance(objectives, (dict, scipy.io.matlab.mat_struct)):
         objectives = [objectives]
     doses = []

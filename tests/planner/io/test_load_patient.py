@@ -1,4 +1,4 @@
-"""load_patient: one string to a Patient, dispatched by example name, file type or folder content."""
+"""load_patient: one string to a Patient, by example name, file type or folder content."""
 
 from __future__ import annotations
 

@@ -1,0 +1,146 @@
+"""Protocol files: bundled protocols against DESIGN.md's goals, validation errors, name mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optim.autoplan import evaluate_goal
+from planner.errors import InputError
+from planner.protocol import map_structures, plan_goal, read_protocol
+
+BASE = """name = "t"
+[[prescriptions]]
+target = "PTV"
+dose_gy = 60.0
+fractions = 30
+[structures.PTV]
+kind = "target"
+[structures.Cord]
+kind = "organ"
+synonyms = ["Spinal Cord"]
+"""
+GOAL = """[[goals]]
+structure = "{structure}"
+metric = "{metric}"
+{bound} = {value}
+unit = "{unit}"
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def _one_goal(tmp_path, structure="PTV", metric="D95%", bound="min", value=100, unit="%",
+              extra=""):
+    return _write(tmp_path, BASE + GOAL.format(structure=structure, metric=metric, bound=bound,
+                                               value=value, unit=unit) + extra)
+
+
+def test_bundled_protocols_state_the_design_goals():
+    """Goals as listed in DESIGN.md "Clinical goals" (TG-119: Ezzell 2009; H&N: OpenKBP-Opt)."""
+    tg = read_protocol("tg119_c_shape")
+    assert [(g.label, g.hard) for g in tg.goals] == [
+        ("PTV D95% >= 50 Gy", True), ("PTV D10% <= 55 Gy", True),
+        ("Core D10% <= 25 Gy", True), ("Core D10% <= 10 Gy", False)]
+    assert tg.prescription_gy("PTV") == 50.0
+    hn = read_protocol("head_and_neck")
+    assert sorted(p.dose_gy for p in hn.prescriptions) == [56.0, 63.0, 70.0]
+    labels = {g.label for g in hn.goals}
+    for ptv in ("PTV70", "PTV63", "PTV56"):
+        assert {f"{ptv} D99% >= 95 %", f"{ptv} D95% >= 100 %"} <= labels
+    assert {"PTV70 D1% <= 107 %", "SpinalCord D0.1cc <= 45 Gy", "Brainstem D0.1cc <= 50 Gy",
+            "Mandible D0.1cc <= 73.5 Gy", "LeftParotid Dmean <= 26 Gy",
+            "RightParotid Dmean <= 26 Gy", "Larynx Dmean <= 45 Gy",
+            "Esophagus Dmean <= 45 Gy"} <= labels
+    pr = read_protocol("prostate")
+    assert {"Rectum V70Gy <= 20 %", "Rectum V65Gy <= 25 %", "Rectum V50Gy <= 50 %",
+            "Bladder V70Gy <= 35 %", "Bladder V65Gy <= 50 %", "PTV D95% >= 100 %",
+            "PTV D2% <= 107 %"} == {g.label for g in pr.goals}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(metric="D110%"), r"goals\[0\]\.metric: D110%: a volume above 100 % is impossible"),
+    (dict(metric="D95"), r"goals\[0\]\.metric: unknown metric 'D95'"),
+    (dict(metric="V20Gy", bound="max", value=120), r"goals\[0\]\.max: 120 % of a volume"),
+    (dict(value=-5), r"goals\[0\]\.min: must be a non-negative number, got -5"),
+    (dict(unit="Gray"), r"goals\[0\]\.unit: a dose goal is in 'Gy' or '%', got 'Gray'"),
+    (dict(metric="V20Gy", unit="Gy"), r"goals\[0\]\.unit: a volume goal is in '%' or 'cc'"),
+    (dict(structure="Lung"), r"goals\[0\]\.structure: 'Lung' is not declared"),
+    (dict(extra='priority = "urgent"\n'), r"goals\[0\]\.priority: must be 'hard' or 'soft'"),
+    (dict(extra="maxx = 3\n"), r"goals\[0\]\.maxx: unknown key"),
+    (dict(extra="max = 3\n"), r"goals\[0\]: give exactly one of 'min' and 'max'"),
+    (dict(metric="Dmean", bound="min"), r"a minimum mean dose is not supported"),
+])
+def test_bad_goals_name_file_and_key(tmp_path, kwargs, match):
+    path = _one_goal(tmp_path, **kwargs)
+    with pytest.raises(InputError, match=match) as info:
+        read_protocol(path)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_bad_prescriptions_and_files(tmp_path):
+    with pytest.raises(InputError, match=r"p\.toml: prescriptions\[0\]: .*dose must be positive"):
+        read_protocol(_write(tmp_path, "goals = []\n" + BASE.replace("60.0", "-60.0")))
+    with pytest.raises(InputError, match=r"prescriptions\[0\]\.target: 'Cord' is not a structure "
+                                         r"of kind 'target'"):
+        read_protocol(_write(tmp_path, "goals = []\n"
+                             + BASE.replace('target = "PTV"', 'target = "Cord"')))
+    with pytest.raises(InputError, match=r"p\.toml: goals: missing"):
+        read_protocol(_write(tmp_path, BASE))
+    with pytest.raises(InputError, match=r"p\.toml: not valid TOML"):
+        read_protocol(_write(tmp_path, "name = \n"))
+    with pytest.raises(InputError, match=r"nope: no such protocol .*bundled: head_and_neck"):
+        read_protocol("nope")
+
+
+def test_map_structures_synonyms_and_unmapped():
+    hn = read_protocol("head_and_neck")
+    result = map_structures(hn, ["PTV_70", "Spinal_Cord", "L Parotid", "Parotid_R",
+                                 "BRAINSTEM", "External", "Lt_Cochlea"])
+    assert result.mapping == {"PTV70": "PTV_70", "SpinalCord": "Spinal_Cord",
+                              "LeftParotid": "L Parotid", "RightParotid": "Parotid_R",
+                              "Brainstem": "BRAINSTEM"}
+    assert result.unmapped == ("External", "Lt_Cochlea")
+    assert set(result.missing) == {"PTV63", "PTV56", "Mandible", "Larynx", "Esophagus"}
+    for spelling in ("LeftParotid", "Parotid_L", "L Parotid", "parotid left", "Lt Parotid"):
+        assert map_structures(hn, ["PTV70", spelling]).mapping["LeftParotid"] == spelling
+    for spelling in ("Cord", "Spinal Cord", "SpinalCord", "SPINAL_CORD"):
+        assert map_structures(hn, ["PTV70", spelling]).mapping["SpinalCord"] == spelling
+
+
+def test_missing_required_structure_is_an_error_optional_is_skipped(tmp_path):
+    hn = read_protocol("head_and_neck")
+    with pytest.raises(InputError, match=r"head_and_neck\.toml: structure 'PTV70' \(needed by "
+                                         r"PTV70 D99% >= 95 %"):
+        map_structures(hn, ["PTV56", "SpinalCord"])
+    path = _one_goal(tmp_path, structure="Cord", metric="Dmax", bound="max", value=45, unit="Gy",
+                     extra="optional = true\n")
+    assert map_structures(read_protocol(path), ["PTV"]).missing == ("Cord",)
+
+
+def test_plan_goal_units():
+    """% of the structure's own prescription, cc converted with the voxel volume."""
+    hn = read_protocol("head_and_neck")
+    goals = {g.label: g for g in hn.goals}
+    idx = np.arange(1000)
+    d99 = plan_goal(hn, goals["PTV63 D99% >= 95 %"], idx, 0.027)
+    assert (d99.metric, d99.parameter, d99.limit, d99.bound) == ("dose_at_volume", 0.99,
+                                                                 pytest.approx(59.85), "min")
+    assert d99.is_target and d99.hard
+    cord = plan_goal(hn, goals["SpinalCord D0.1cc <= 45 Gy"], idx, 0.027)
+    assert cord.parameter == pytest.approx(0.1 / 27.0) and cord.limit == 45.0
+    assert not cord.is_target
+    mand = plan_goal(hn, goals["Mandible D0.1cc <= 73.5 Gy"], idx, 0.027)
+    assert not mand.hard
+    pr = read_protocol("prostate")
+    v70 = plan_goal(pr, next(g for g in pr.goals if g.metric == "V70Gy"), idx, 0.027)
+    assert (v70.metric, v70.parameter, v70.limit) == ("volume_at_dose", 70.0, 0.2)
+    # The converted goal evaluates as the clinical statement says: 31 % of voxels >= 70 Gy fails.
+    dose = np.linspace(0.0, 101.0, 1000)
+    assert evaluate_goal(dose, v70).value == pytest.approx(0.307, abs=1e-3)
+    assert not evaluate_goal(dose, v70).met

@@ -1,0 +1,139 @@
+"""Small DICOM helpers shared by the CT and RT Structure Set readers and writers.
+
+Reading: :func:`read_header` decides whether a file is DICOM at all and names it in any error.
+Writing: :func:`new_dataset` starts a dataset with the patient, study, equipment and SOP common
+attributes every object planner writes carries; :func:`format_ds` writes decimal strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.valuerep import format_number_as_ds
+
+from planner.errors import InputError
+from planner.patient import DicomReferences
+
+# Storage SOP classes (DICOM PS3.4 Annex B.5).
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+MANUFACTURER = "planner"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, so that InputError messages stay one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_header(path: Path) -> Dataset | None:
+    """Read a file's attributes up to the pixel data, or None if the file is clearly not DICOM.
+
+    A file with the ``DICM`` prefix at byte 128 is DICOM, and any failure to read it is an error.
+    A file without the prefix (DICOM allows it for data sets stored without file meta
+    information, e.g. pydicom's own ``rtstruct.dcm``) counts as DICOM only if it parses and
+    carries a SOP Class UID; anything else (a text file, a README, an image) is skipped.
+
+    Raises
+    ------
+    InputError
+        ``"<path>: unreadable DICOM file (<reason>)"`` for a corrupt DICOM file.
+    """
+    with open(path, "rb") as f:
+        prefix = f.read(132)
+    has_magic = prefix[128:132] == b"DICM"
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_magic)
+        sop_class = ds.get("SOPClassUID")
+    except Exception as error:  # pydicom raises many types on corrupt input
+        if not has_magic:
+            return None
+        raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
+    if not sop_class:
+        if not has_magic:
+            return None
+        raise InputError(f"{path}: DICOM file without a SOP Class UID")
+    return ds
+
+
+def format_ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters) as close to ``value`` as DS allows."""
+    return format_number_as_ds(float(value))
+
+
+def format_ds_array(values: np.ndarray, decimals: int) -> str:
+    """Values as one multi-valued DS string with ``decimals`` digits after the point.
+
+    Used for bulk coordinates (contour points), where building one Python object per value
+    would dominate the writing time.
+    """
+    return "\\".join(np.char.mod(f"%.{decimals}f", np.asarray(values, dtype=float).ravel()))
+
+
+def new_dataset(
+    references: DicomReferences,
+    *,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    modality: str,
+    series_instance_uid: str,
+    series_number: int,
+    created: datetime,
+) -> Dataset:
+    """A dataset with file meta, SOP common, patient, study, series and equipment attributes.
+
+    Parameters
+    ----------
+    references : DicomReferences
+        Patient and study identity (``patient_id``, ``patient_name``, ``study_instance_uid``).
+    sop_class_uid, sop_instance_uid, series_instance_uid : str
+    modality : str
+        ``"CT"``, ``"RTSTRUCT"``, ...
+    series_number : int
+    created : datetime
+        Written as the instance creation date/time.
+    """
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.is_little_endian = True
+    ds.is_implicit_VR = False
+    date, time = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: patient and structure names may be non-ASCII
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = time
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid
+    # Patient and general study modules; type 2 attributes planner does not know stay empty.
+    ds.PatientName = references.patient_name
+    ds.PatientID = references.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = references.study_instance_uid
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.SeriesNumber = series_number
+    ds.Manufacturer = MANUFACTURER
+    return ds
+
+
+def save(ds: Dataset, path: Path) -> None:
+    """Write ``ds`` with the 128-byte preamble and file meta (a DICOM Part 10 file)."""
+    ds.save_as(path, write_like_original=False)

@@ -1,0 +1,199 @@
+"""A patient as DICOM: one CT series and one RT Structure Set in a folder.
+
+:func:`read_dicom_patient` reads the usual export of a treatment planning system;
+:func:`write_dicom_patient` writes a patient as such an export, so RT Plan and RT Dose can
+refer to it. CT rules are in :mod:`planner.io.ct`, contour rules in :mod:`planner.io.rtstruct`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.uid import generate_uid
+
+from planner.density import hu_to_density
+from planner.errors import InputError
+from planner.io._atomic import atomic_directory
+from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_header, save
+from planner.io.ct import read_ct_series, write_ct_series
+from planner.io.rtstruct import (
+    rasterise_contours,
+    read_structure_set,
+    structure_kind,
+    structure_set_dataset,
+)
+from planner.patient import DicomReferences, Patient, Structure
+
+STRUCTURE_SET_FILE = "RS.dcm"
+
+
+def find_ct_and_structure_set(folder: Path) -> tuple[list[Path], Path]:
+    """The CT slices and the RT Structure Set file in ``folder`` (searched recursively).
+
+    Files that are clearly not DICOM are skipped (see :func:`planner.io._dicom.read_header`);
+    DICOM objects other than CT images and RT Structure Sets (RT Plan, RT Dose, DICOMDIR, ...)
+    are ignored.
+
+    Raises
+    ------
+    InputError
+        Naming the folder: not a folder, no CT images, CT images of several series, no RT
+        Structure Set or several. Naming the file: a corrupt DICOM file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    series: dict[str, list[Path]] = {}
+    structure_sets = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        ds = read_header(path)
+        if ds is None:
+            continue
+        if ds.SOPClassUID == CT_IMAGE_STORAGE:
+            series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
+        elif ds.SOPClassUID == RT_STRUCTURE_SET_STORAGE:
+            structure_sets.append(path)
+    if not series:
+        raise InputError(f"{folder}: no CT images found")
+    if len(series) > 1:
+        examples = "; ".join(f"{paths[0]} in series {uid or '(none)'}"
+                             for uid, paths in series.items())
+        raise InputError(f"{folder}: CT images of {len(series)} series ({examples}); "
+                         f"keep one series per folder")
+    if not structure_sets:
+        raise InputError(f"{folder}: no RT Structure Set found")
+    if len(structure_sets) > 1:
+        raise InputError(f"{folder}: {len(structure_sets)} RT Structure Sets "
+                         f"({', '.join(map(str, structure_sets))}); keep one per folder")
+    return next(iter(series.values())), structure_sets[0]
+
+
+def read_dicom_patient(folder: Path) -> Patient:
+    """Read the CT series and the RT Structure Set in ``folder`` as a Patient.
+
+    Parameters
+    ----------
+    folder : Path
+        Searched recursively; must hold exactly one CT series and one RT Structure Set.
+
+    Returns
+    -------
+    Patient
+        ``hu`` (float32 HU) and ``density`` (g/cm^3) on the CT grid; one boolean-mask
+        Structure per ROI with contours, kind from RTROIInterpretedType (see
+        :func:`planner.io.rtstruct.structure_kind`); ``prescriptions=()``; ``dicom`` with the
+        CT's and the structure set's identity; ``name`` the PatientID (the folder name when
+        empty); ``source=str(folder)``.
+
+    Raises
+    ------
+    InputError
+        One line naming the file or folder: see :func:`find_ct_and_structure_set`,
+        :func:`planner.io.ct.read_ct_series`, :func:`planner.io.rtstruct.read_structure_set`
+        and :func:`planner.io.rtstruct.rasterise_contours`; also a structure set of another
+        patient or another frame of reference than the CT.
+
+    Warns
+    -----
+    UserWarning
+        For each ROI that has no closed contours, or whose contours lie outside the CT's field
+        of view: the ROI is skipped (structure sets often carry empty placeholder ROIs).
+    """
+    folder = Path(folder)
+    ct_paths, structure_set_path = find_ct_and_structure_set(folder)
+    ct = read_ct_series(ct_paths)
+    structure_set = read_structure_set(structure_set_path)
+    ct_frame = ct.references.frame_of_reference_uid
+    if structure_set.patient_id and ct.references.patient_id \
+            and structure_set.patient_id != ct.references.patient_id:
+        raise InputError(f"{structure_set_path}: PatientID {structure_set.patient_id!r} differs "
+                         f"from {ct.references.patient_id!r} of the CT")
+    for frame in structure_set.frame_of_reference_uids:
+        if frame != ct_frame:
+            raise InputError(f"{structure_set_path}: frame of reference {frame} differs from "
+                             f"{ct_frame} of the CT")
+    structures = []
+    for roi in structure_set.rois:
+        label = f"{structure_set_path}: ROI {roi.name!r}"
+        if roi.frame_of_reference_uid and roi.frame_of_reference_uid != ct_frame:
+            raise InputError(f"{label}: frame of reference {roi.frame_of_reference_uid} differs "
+                             f"from {ct_frame} of the CT")
+        if not roi.contours:
+            warnings.warn(f"{label} has no closed contours; skipped", UserWarning, stacklevel=2)
+            continue
+        mask = rasterise_contours(roi.contours, ct.grid, label=label)
+        if not mask.any():
+            warnings.warn(f"{label} lies outside the CT's field of view; skipped", UserWarning,
+                          stacklevel=2)
+            continue
+        structures.append(Structure(roi.name, structure_kind(roi.interpreted_type, roi.name),
+                                    mask))
+    references = DicomReferences(
+        patient_id=ct.references.patient_id,
+        patient_name=ct.references.patient_name,
+        study_instance_uid=ct.references.study_instance_uid,
+        frame_of_reference_uid=ct_frame,
+        ct_series_instance_uid=ct.references.ct_series_instance_uid,
+        ct_sop_instance_uids=ct.references.ct_sop_instance_uids,
+        structure_set_sop_instance_uid=structure_set.sop_instance_uid,
+        patient_position=ct.references.patient_position,
+    )
+    return Patient(
+        name=ct.references.patient_id or folder.resolve().name,
+        grid=ct.grid,
+        hu=ct.hu,
+        density=hu_to_density(ct.hu),
+        structures=tuple(structures),
+        prescriptions=(),
+        dicom=references,
+        source=str(folder),
+    )
+
+
+def write_dicom_patient(patient: Patient, out_dir: Path, *, overwrite: bool = False
+                        ) -> DicomReferences:
+    """Write ``patient`` as a CT series and an RT Structure Set into ``out_dir``.
+
+    The folder appears complete or not at all (:func:`planner.io._atomic.atomic_directory`).
+    Patient identity, study and frame of reference come from ``patient.dicom`` when present
+    (the grid is in that frame's patient coordinates), otherwise ``patient.name`` and new UIDs;
+    the CT series, every slice and the structure set get new UIDs. Files: ``CT.0001.dcm`` ...
+    (one per slice, HU rounded to integers) and ``RS.dcm``.
+
+    Parameters
+    ----------
+    patient : Patient
+    out_dir : Path
+        Must not exist unless ``overwrite``.
+    overwrite : bool
+        Replace an existing ``out_dir`` (the CLI's ``--force``).
+
+    Returns
+    -------
+    DicomReferences
+        The identity of what was written, for RT Plan and RT Dose to refer to.
+
+    Raises
+    ------
+    InputError
+        ``out_dir`` exists and ``overwrite`` is false.
+    """
+    old = patient.dicom
+    references = DicomReferences(
+        patient_id=old.patient_id if old else patient.name,
+        patient_name=old.patient_name if old else patient.name,
+        study_instance_uid=old.study_instance_uid if old else generate_uid(),
+        frame_of_reference_uid=old.frame_of_reference_uid if old else generate_uid(),
+        ct_series_instance_uid=generate_uid(),
+        ct_sop_instance_uids=tuple(generate_uid() for _ in range(patient.grid.shape[0])),
+        structure_set_sop_instance_uid=generate_uid(),
+        patient_position=old.patient_position if old else "HFS",
+    )
+    created = datetime.now()
+    with atomic_directory(Path(out_dir), overwrite=overwrite) as folder:
+        write_ct_series(folder, patient.grid, patient.hu, references, created=created)
+        save(structure_set_dataset(patient.structures, patient.grid, references,
+                                   created=created), folder / STRUCTURE_SET_FILE)
+    return references

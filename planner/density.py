@@ -14,10 +14,10 @@ AIR_DENSITY_G_CM3 = 0.0012  # dry air at 20 C, 101.3 kPa (NIST)
 @lru_cache(maxsize=1)
 def hu_density_table() -> tuple[np.ndarray, np.ndarray]:
     """The calibration points ``(hu, density_g_cm3)``, sorted by HU."""
-    table = np.loadtxt(DATA_DIR / "hu_density.csv", delimiter=",", comments="#", skiprows=0,
-                       dtype=str)
-    rows = np.array([r for r in table if r[0] != "hu"], dtype=float)
-    return rows[:, 0], rows[:, 1]
+    lines = (DATA_DIR / "hu_density.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines if line and not line.startswith(("#", "hu,"))]
+    table = np.array(rows, dtype=float)
+    return table[:, 0], table[:, 1]
 
 
 def hu_to_density(hu: np.ndarray) -> np.ndarray:

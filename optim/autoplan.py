@@ -5,8 +5,9 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
 1. **Coverage** — the targets' prescriptions (squared under/overdose) and a dose fall-off ring in
    the normal tissue; no organ objective yet.
 2. **Goals** — one objective per clinical goal (a DVH point, a maximum, a mean), aimed a little
-   inside its limit. After each optimisation the goals are evaluated and the weight of every unmet
-   goal grows (hard goals faster than soft ones) until all hard goals are met or the rounds run out.
+   inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
+   more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
+   out (soft goals keep their starting weight here, so they cannot outbid a hard goal).
 3. **Sparing** — every organ goal (upper limit) is pushed below its achieved value, step by step,
    with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
@@ -227,7 +228,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                        regularisers: Sequence[Objective] = (),
                        x0: np.ndarray | None = None, goal_rounds: int = 6,
                        sparing_rounds: int = 6, iterations_per_step: int = 60,
-                       rel_tol: float = 1e-3, time_limit_s: float | None = None,
+                       rel_tol: float = 1e-4, time_limit_s: float | None = None,
                        progress: Callable[[str, Progress], None] | None = None) -> AutoPlanResult:
     """Optimise the fluence towards the goals in prioritised steps (see the module docstring).
 
@@ -334,6 +335,14 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
         return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights)]
 
+    def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
+        """More weight on unmet goal ``i``, and its aim moved by the shortfall: the objective
+        may be met while the goal is not (it acts on the overlap-resolved voxels, or on D_v
+        where the goal is V_x). The extra AIM_INSIDE keeps the aim strictly inside the limit."""
+        weights[i] *= HARD_GROWTH
+        shift = -r.margin + AIM_INSIDE * abs(r.limit)
+        aims[i] = max(aims[i] - shift, 0.0) if goals[i].bound == "max" else aims[i] + shift
+
     notes: list[str] = []
     for round_ in range(goal_rounds):
         if out_of_time():
@@ -344,19 +353,19 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             break
         for i, r in enumerate(achieved):
             if r.hard and not r.met:
-                weights[i] *= HARD_GROWTH
+                insist(i, r, aims, weights)
     else:
         unmet = [r.label for r in achieved if r.hard and not r.met]
         notes.append(f"hard goals unmet after {goal_rounds} rounds: {', '.join(unmet)}")
 
     # 3. sparing: met organ upper limits aimed below what was reached and, like unmet soft goals,
-    # given more weight each round; a step is kept only if every goal met before is still met.
+    # given more weight; a step that loses a goal met before gets one repair (the lost goals
+    # insisted on), and is undone if that fails. Each optimisation counts as a round.
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
     step = SPARING_STEP
     trade_off = ""
-    for round_ in range(sparing_rounds):
-        if not spare and all(r.met for r in achieved):
-            break
+    round_ = 0
+    while round_ < sparing_rounds and (spare or not all(r.met for r in achieved)):
         if out_of_time():
             notes.append("time limit in sparing")
             break
@@ -367,16 +376,22 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             elif r.met and i in spare:
                 trial_aims[i] = r.value * (1.0 - step)
                 trial_weights[i] *= SOFT_GROWTH
-        x_new, new = run(f"sparing {round_ + 1}", base + goal_objectives(trial_aims, trial_weights),
-                         x)
+        round_ += 1
+        x_new, new = run(f"sparing {round_}", base + goal_objectives(trial_aims, trial_weights), x)
         lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
+        if lost and round_ < sparing_rounds and not out_of_time():
+            for i in lost:
+                insist(i, new[i], trial_aims, trial_weights)
+            round_ += 1
+            x_new, new = run(f"sparing {round_} (repair)",
+                             base + goal_objectives(trial_aims, trial_weights), x_new)
+            lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
         if lost:
             pushed = [goals[i].label for i in spare if achieved[i].met]
             pushed += [r.label for r in achieved if not r.met and not r.hard]
             trade_off = (f"pushing {', '.join(pushed)} further loses "
                          f"{', '.join(goals[i].label for i in lost)}")
-            # Hold what was won: the lost goals weigh more from now on, and the next step is
-            # smaller (the plan stays at the last accepted fluence).
+            # Undo the step; the lost goals weigh more from now on and the next step is smaller.
             for i in lost:
                 weights[i] *= HARD_GROWTH
             step /= 2.0

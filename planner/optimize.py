@@ -1,0 +1,145 @@
+"""Fluence optimisation of one patient from a protocol: masks and goals in, fluence and dose out.
+
+The glue between the patient model and :mod:`optim`: structure names are mapped to the protocol's
+(:func:`planner.protocol.map_structures`), overlaps resolved (targets win, see
+:func:`optim.objectives.resolve_overlaps`), goals converted to absolute units, a normal-tissue
+ring built for the dose fall-off, then :func:`optim.autoplan.plan_automatically` runs. Rows of the
+dose-influence matrix are the grid's voxels in C order (flat index of ``[z, y, x]``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+
+from optim.autoplan import (
+    AutoPlanResult, NormalTissue, PlanGoal, TargetDose, plan_automatically,
+)
+from optim.fluence import Progress
+from optim.objectives import resolve_overlaps
+from planner.patient import Patient
+from planner.protocol import Protocol, StructureMapping, map_structures, plan_goal
+
+RING_MM = 50.0      # normal tissue within 50 mm of a target shapes the fall-off (it ends at 30 mm)
+RING_STEP = 2       # every 2nd voxel along each axis: 1/8 of the ring's rows, same fall-off shape
+
+
+@dataclass(frozen=True)
+class FluenceProblem:
+    """What :func:`optim.autoplan.plan_automatically` needs, built from a patient and a protocol."""
+
+    targets: tuple[TargetDose, ...]
+    goals: tuple[PlanGoal, ...]
+    normal_tissue: NormalTissue | None
+    mapping: StructureMapping
+
+
+@dataclass(frozen=True)
+class PatientPlan:
+    """A fluence plan of one patient.
+
+    Attributes
+    ----------
+    result : AutoPlanResult
+        Fluence ``x`` (one weight per column of the Dij), goal table, steps, what stopped it.
+    dose_gy : (nz, ny, nx) float32 array, Gy
+        The planned dose ``D x`` on the patient grid.
+    mapping : StructureMapping
+    """
+
+    result: AutoPlanResult
+    dose_gy: np.ndarray = field(repr=False)
+    mapping: StructureMapping
+
+
+def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
+                    ring_mm: float = RING_MM, ring_step: int = RING_STEP) -> FluenceProblem:
+    """Targets, goals and normal-tissue ring of ``patient`` under ``protocol``.
+
+    Parameters
+    ----------
+    patient : Patient
+    protocol : Protocol
+    xp : module
+        ``numpy`` or ``cupy``: where the index arrays should live (the Dij's device).
+    ring_mm : float, mm
+        Normal tissue (inside the external contour, outside every target) up to this distance
+        from a target enters the fall-off objective.
+    ring_step : int
+        Keep every ``ring_step``-th ring voxel along each axis.
+
+    Raises
+    ------
+    InputError
+        A structure needed by a non-optional goal is missing (from ``map_structures``).
+    """
+    mapping = map_structures(protocol, [s.name for s in patient.structures])
+    names = list(mapping.mapping)
+    masks = [patient.structure(mapping.mapping[n]).mask for n in names]
+    is_target = [protocol.structure(n).kind == "target" for n in names]
+    priority = [protocol.prescription_gy(n) or 0.0 for n in names]
+    resolved = dict(zip(names, resolve_overlaps(masks, is_target, priority)))
+    full = dict(zip(names, masks))
+
+    def rows(mask: np.ndarray) -> Any:
+        return xp.asarray(np.flatnonzero(mask.ravel()))
+
+    targets = tuple(TargetDose(n, rows(resolved[n]), protocol.prescription_gy(n))  # type: ignore
+                    for n in names if protocol.prescription_gy(n) is not None)
+    goals = tuple(plan_goal(protocol, g, rows(full[g.structure]), patient.grid.voxel_volume_cc,
+                            rows(resolved[g.structure]))
+                  for g in protocol.goals if g.structure in full)
+
+    target_union = np.zeros(patient.grid.shape, dtype=bool)
+    for n, t in zip(names, is_target):
+        if t:
+            target_union |= full[n]
+    external = [s.mask for s in patient.structures if s.kind == "external"]
+    inside = external[0] if external else np.ones(patient.grid.shape, dtype=bool)
+    distance = scipy.ndimage.distance_transform_edt(~target_union, sampling=patient.grid.spacing_mm)
+    sub = np.zeros(patient.grid.shape, dtype=bool)
+    sub[::ring_step, ::ring_step, ::ring_step] = True
+    ring = inside & ~target_union & (distance <= ring_mm) & sub
+    normal = (NormalTissue(rows(ring), xp.asarray(distance[ring])) if ring.any() else None)
+    return FluenceProblem(targets, goals, normal, mapping)
+
+
+def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
+                     time_limit_s: float | None = None,
+                     progress: Callable[[str, Progress], None] | None = None) -> PatientPlan:
+    """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
+
+    Parameters
+    ----------
+    patient : Patient
+    D : (n_voxels, n_beamlets) sparse matrix, Gy per unit beamlet weight
+        scipy.sparse or cupyx.scipy.sparse; ``n_voxels`` is ``patient.grid.size`` (C order).
+    protocol : Protocol
+    time_limit_s : float, optional
+        Wall-time budget of the optimisation.
+    progress : callable, optional
+        Called with the step name and each iteration's progress.
+
+    Returns
+    -------
+    PatientPlan
+    """
+    if D.shape[0] != patient.grid.size:
+        raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
+    # A cupyx sparse Dij means the GPU: the index arrays must live there too.
+    cupy = sys.modules.get("cupy")
+    xp = cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
+    problem = fluence_problem(patient, protocol, xp=xp)
+    result = plan_automatically(D, problem.targets, problem.goals,
+                                normal_tissue=problem.normal_tissue, time_limit_s=time_limit_s,
+                                progress=progress)
+    dose = D @ xp.asarray(result.x, dtype=D.dtype)
+    if xp is not np:
+        dose = xp.asnumpy(dose)
+    return PatientPlan(result, np.asarray(dose, dtype=np.float32).reshape(patient.grid.shape),
+                       problem.mapping)

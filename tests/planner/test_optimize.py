@@ -1,0 +1,91 @@
+"""Patient-level fluence optimisation: protocol mapping, overlap rule, ring, dose on the grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse
+
+from dose.grid import Grid
+from planner.errors import InputError
+from planner.optimize import fluence_problem, optimise_patient
+from planner.patient import Patient, Structure
+from planner.protocol import read_protocol
+
+PROTOCOL = """name = "line"
+[[prescriptions]]
+target = "PTV"
+dose_gy = 60.0
+fractions = 30
+[structures.PTV]
+kind = "target"
+[structures.Organ]
+kind = "organ"
+synonyms = ["OAR"]
+[[goals]]
+structure = "PTV"
+metric = "D95%"
+min = 100
+unit = "%"
+[[goals]]
+structure = "Organ"
+metric = "Dmean"
+max = 30
+unit = "Gy"
+"""
+
+
+def line_patient():
+    """101 voxels of 1 mm on a line (one row of a 1 x 1 x 101 grid); 21 Gaussian beamlets
+    (sigma 4 mm, 5 mm apart). Target 40-60 mm; organ "OAR" 58-75 mm overlaps it at 58-60 mm."""
+    grid = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1, 1, 101))
+    x = np.arange(101.0)
+    D = scipy.sparse.csr_matrix(np.exp(-0.5 * ((x[:, None] - np.linspace(0, 100, 21)) / 4.0) ** 2))
+    shape = grid.shape
+    ptv = ((x >= 40) & (x <= 60)).reshape(shape)
+    oar = ((x >= 58) & (x <= 75)).reshape(shape)
+    body = ((x >= 5) & (x <= 95)).reshape(shape)
+    zeros = np.zeros(shape, np.float32)
+    patient = Patient("line", grid, zeros, zeros + 1.0,
+                      (Structure("PTV", "target", ptv), Structure("OAR", "organ", oar),
+                       Structure("Body", "external", body)))
+    return patient, D
+
+
+def test_problem_mapping_overlap_and_ring(tmp_path):
+    (tmp_path / "p.toml").write_text(PROTOCOL)
+    protocol = read_protocol(tmp_path / "p.toml")
+    patient, _ = line_patient()
+    problem = fluence_problem(patient, protocol, ring_step=1, ring_mm=20.0)
+    assert problem.mapping.mapping == {"PTV": "PTV", "Organ": "OAR"}
+    assert problem.mapping.unmapped == ("Body",)
+    (target,) = problem.targets
+    assert target.dose_gy == 60.0 and target.indices.tolist() == list(range(40, 61))
+    d95, mean = problem.goals
+    assert d95.limit == 60.0 and d95.is_target
+    # Goal on the whole organ; its objective only where no target is (targets win).
+    assert mean.indices.tolist() == list(range(58, 76))
+    assert mean.objective_indices.tolist() == list(range(61, 76))
+    ring = problem.normal_tissue
+    assert ring.indices.tolist() == list(range(20, 40)) + list(range(61, 81))
+    np.testing.assert_allclose(ring.distance_mm, [40 - i for i in range(20, 40)]
+                               + [i - 60 for i in range(61, 81)])
+
+
+def test_optimise_patient_meets_goals(tmp_path):
+    (tmp_path / "p.toml").write_text(PROTOCOL)
+    patient, D = line_patient()
+    plan = optimise_patient(patient, D, read_protocol(tmp_path / "p.toml"))
+    assert plan.dose_gy.shape == patient.grid.shape
+    dose = plan.dose_gy.ravel()
+    assert all(r.met for r in plan.result.goals), plan.result.goals
+    # The goal table matches the dose handed back (float32 grid: 1e-5 relative).
+    assert np.sort(dose[40:61])[1] == pytest.approx(plan.result.goals[0].value, rel=1e-5)
+    assert dose[58:76].mean() == pytest.approx(plan.result.goals[1].value, rel=1e-5)
+
+
+def test_missing_structure_is_an_input_error(tmp_path):
+    (tmp_path / "p.toml").write_text(PROTOCOL.replace('synonyms = ["OAR"]', "synonyms = []"))
+    patient, D = line_patient()
+    with pytest.raises(InputError, match=r"p\.toml: structure 'Organ'"):
+        optimise_patient(patient, D, read_protocol(tmp_path / "p.toml"))

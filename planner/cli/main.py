@@ -11,10 +11,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from planner.cli import convert, info, optimize
+from planner.cli import convert, evaluate_prediction, info, optimize, train
 from planner.errors import InputError, PlannerError
 
-SUBCOMMANDS = (info, convert, optimize)
+SUBCOMMANDS = (info, convert, train, evaluate_prediction, optimize)
 
 
 def build_parser() -> argparse.ArgumentParser:

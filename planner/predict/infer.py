@@ -1,0 +1,265 @@
+"""Predict a dose with the trained network: for OpenKBP patients and for any other patient.
+
+A patient on another grid is resampled (trilinear, axis-aligned) onto a 128^3 network grid of the
+OpenKBP median spacing (2.5 mm slices, 3.906 mm pixels) centred on its targets, predicted there,
+resampled back onto the dose grid and set to 0 where no dose is possible (the possible-dose mask,
+else the external contour, else CT above -500 HU). All array work runs in torch on the chosen
+device, so the same code serves the CPU and a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dose.grid import Grid
+from planner.errors import InputError
+from planner.io._atomic import write_file_atomic
+from planner.io.openkbp import OAR_NAMES, OPENKBP_SHAPE
+from planner.patient import Patient
+from planner.predict.data import encode_inputs
+from planner.predict.model import DoseUNet
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "data" / "models" / "openkbp_unet.pt"
+#: OpenKBP median voxel size (data README: slices 2.5 mm, pixels 3.9 mm), (dz, dy, dx) mm.
+NETWORK_SPACING_MM = (2.5, 3.906, 3.906)
+#: Voxel sizes seen in training (data README: pixels 1.95-5.42 mm, slices 1.5-3.3 mm); a 128^3
+#: patient inside them is predicted on its own grid, as in training.
+TRAINED_PIXEL_MM = (1.95, 5.42)
+TRAINED_SLICE_MM = (1.5, 3.3)
+#: Prescriptions around those of the training data (56-70 Gy); outside, the model extrapolates.
+SUPPORTED_RX_GY = (40.0, 80.0)
+BODY_HU = -500.0
+_ALIASES = {
+    "Brainstem": ("brainstem",),
+    "SpinalCord": ("spinalcord", "cord"),
+    "RightParotid": ("rightparotid", "parotidr", "rparotid", "parotidrt", "parotidright"),
+    "LeftParotid": ("leftparotid", "parotidl", "lparotid", "parotidlt", "parotidleft"),
+    "Esophagus": ("esophagus", "oesophagus"),
+    "Larynx": ("larynx",),
+    "Mandible": ("mandible", "mandibula"),
+}
+
+
+def torch_device(device: str) -> torch.device:
+    """``auto|cpu|cuda`` as a torch device (``auto``: CUDA when torch sees a GPU)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device: expected auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch finds no CUDA device")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def save_model(model: DoseUNet, path: Path, card: dict, *, overwrite: bool = False) -> Path:
+    """Write the weights (float16, ``path``) and the JSON card (``path`` with ``.json``).
+
+    The card gets the weights' sha256, so a reader can check the pair belongs together.
+    """
+    state = {k: v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.cpu()
+             for k, v in model.state_dict().items()}
+    path = Path(path)
+    write_file_atomic(path, lambda tmp: torch.save({"config": model.config(), "state": state}, tmp),
+                      overwrite=overwrite)
+    card = {**card, "model": "DoseUNet", "config": model.config(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    write_file_atomic(path.with_suffix(".json"),
+                      lambda tmp: tmp.write_text(json.dumps(card, indent=2) + "\n"), overwrite=True)
+    return path
+
+
+def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> DoseUNet:
+    """The network saved by :func:`save_model` (default: the weights shipped in ``data/models``)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.is_file():
+        raise InputError(f"{path}: no model weights (train one with 'planner train')")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = DoseUNet(**saved["config"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in saved["state"].items()})
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError) as error:
+        raise InputError(f"{path}: not a planner dose model ({error})") from error
+    return model.to(device).eval()
+
+
+def predict_inputs(model: DoseUNet, inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Dose (Gy, >= 0) on the network grid from encoded inputs ``(9, D, H, W)``.
+
+    Returns a ``(D, H, W)`` float32 tensor on the model's device.
+    """
+    device = next(model.parameters()).device
+    x = torch.as_tensor(inputs, dtype=torch.float32, device=device)[None]
+    with torch.inference_mode():
+        return model(x)[0, 0].clamp_min(0.0)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def openkbp_organs(patient: Patient) -> dict[str, str]:
+    """Map OpenKBP organ names to the patient's structure names that match them (by alias)."""
+    found: dict[str, str] = {}
+    for s in patient.structures:
+        if s.kind != "organ":
+            continue
+        key = _normalise(s.name)
+        for organ, aliases in _ALIASES.items():
+            if key in aliases and organ not in found:
+                found[organ] = s.name
+    return found
+
+
+def _prescribed_targets(patient: Patient) -> dict[str, float]:
+    dose = {rx.target: rx.dose_gy for rx in patient.prescriptions}
+    return {s.name: dose[s.name] for s in patient.targets() if s.name in dose}
+
+
+def unsupported_reason(patient: Patient) -> str | None:
+    """Why the network does not apply to ``patient`` (None when it does).
+
+    The network was trained on head-and-neck plans (OpenKBP): it needs at least one target with a
+    prescription of 40-80 Gy and at least two of the OpenKBP organs, recognised by name.
+    """
+    targets = _prescribed_targets(patient)
+    if not targets:
+        return "no target with a prescription"
+    outside = {n: d for n, d in targets.items()
+               if not SUPPORTED_RX_GY[0] <= d <= SUPPORTED_RX_GY[1]}
+    if outside:
+        return (f"prescription {outside} Gy outside the {SUPPORTED_RX_GY[0]:g}-"
+                f"{SUPPORTED_RX_GY[1]:g} Gy the head-and-neck model knows")
+    organs = openkbp_organs(patient)
+    if len(organs) < 2:
+        return (f"not head and neck: {len(organs)} of the organs {', '.join(OAR_NAMES)} "
+                f"found (needs 2)")
+    return None
+
+
+def _is_network_grid(grid: Grid) -> bool:
+    dz, dy, dx = grid.spacing_mm
+    return (grid.shape == OPENKBP_SHAPE
+            and all(TRAINED_PIXEL_MM[0] <= d <= TRAINED_PIXEL_MM[1] for d in (dy, dx))
+            and TRAINED_SLICE_MM[0] <= dz <= TRAINED_SLICE_MM[1])
+
+
+def network_grid(patient: Patient) -> Grid:
+    """The 128^3 grid the network predicts on: the patient's own grid when it is an OpenKBP-like
+    128^3 grid, else one of the OpenKBP median spacing centred on the targets' centroid."""
+    if _is_network_grid(patient.grid):
+        return patient.grid
+    union = np.zeros(patient.grid.shape, bool)
+    for s in patient.targets():
+        union |= s.mask
+    if not union.any():
+        raise InputError(f"{patient.name}: no target voxels to centre the prediction on")
+    centre = patient.grid.index_to_position_mm(np.argwhere(union).mean(axis=0))
+    spacing = np.asarray(NETWORK_SPACING_MM)
+    origin = centre - spacing * (np.asarray(OPENKBP_SHAPE) - 1) / 2
+    return Grid(tuple(origin), tuple(spacing), OPENKBP_SHAPE)
+
+
+def resample(volume: torch.Tensor, source: Grid, target: Grid, fill: float) -> torch.Tensor:
+    """Trilinear resampling of a ``[z, y, x]`` volume between axis-aligned grids.
+
+    Separable (one linear interpolation per axis), so memory stays at the size of the volumes.
+    Points outside the source's voxels (beyond half a voxel from the outer centres) get ``fill``.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) float tensor on ``source``
+    source, target : Grid
+    fill : float
+
+    Returns
+    -------
+    (target.shape) float32 tensor, same device
+    """
+    out = volume.to(torch.float32)
+    for axis, (o_src, s_src, n_src, o_dst, s_dst, n_dst) in enumerate(zip(
+            source.origin_mm, source.spacing_mm, source.shape,
+            target.origin_mm, target.spacing_mm, target.shape)):
+        position = o_dst + s_dst * torch.arange(n_dst, device=out.device, dtype=torch.float64)
+        f = (position - o_src) / s_src
+        inside = (f >= -0.5) & (f <= n_src - 0.5)
+        f = f.clamp(0, n_src - 1)
+        i0 = f.floor().long()
+        i1 = (i0 + 1).clamp(max=n_src - 1)
+        w = (f - i0).to(torch.float32)
+        shape = [1, 1, 1]
+        shape[axis] = n_dst
+        w = w.reshape(shape)
+        blended = out.index_select(axis, i0) * (1 - w) + out.index_select(axis, i1) * w
+        out = torch.where(inside.reshape(shape), blended, torch.tensor(fill, device=out.device))
+    return out
+
+
+def _dose_possible(patient: Patient) -> np.ndarray:
+    if patient.possible_dose_mask is not None:
+        return patient.possible_dose_mask
+    external = [s.mask for s in patient.structures if s.kind == "external"]
+    return external[0] if external else patient.hu > BODY_HU
+
+
+@dataclass(frozen=True)
+class DosePrediction:
+    """A predicted dose on a grid. ``dose_gy`` ``(grid.shape)`` float32, Gy; ``organs`` the
+    patient structures that stood for the OpenKBP organs (OpenKBP name -> structure name)."""
+
+    grid: Grid
+    dose_gy: np.ndarray = field(repr=False)
+    organs: dict[str, str]
+
+
+def predict_dose(patient: Patient, model: DoseUNet, dose_grid: Grid | None = None) -> DosePrediction:
+    """Predict the dose of a head-and-neck plan for ``patient``.
+
+    Parameters
+    ----------
+    patient : Patient
+        Must pass :func:`unsupported_reason` (InputError otherwise).
+    model : DoseUNet
+        From :func:`load_model`, on the device to use.
+    dose_grid : Grid, optional
+        Where the dose is wanted (default: the patient grid).
+
+    Returns
+    -------
+    DosePrediction
+        0 where no dose is possible (module docstring).
+    """
+    reason = unsupported_reason(patient)
+    if reason is not None:
+        raise InputError(f"{patient.name}: dose prediction not possible: {reason}")
+    device = next(model.parameters()).device
+    net = network_grid(patient)
+    dose_grid = dose_grid or patient.grid
+    same = net == patient.grid
+
+    def to_net(array: np.ndarray, fill: float) -> np.ndarray:
+        tensor = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=device)
+        return (tensor if same else resample(tensor, patient.grid, net, fill)).cpu().numpy()
+
+    organs = openkbp_organs(patient)
+    targets = {name: (to_net(patient.structure(name).mask, 0.0), rx)
+               for name, rx in _prescribed_targets(patient).items()}
+    inputs = encode_inputs(to_net(patient.hu, -1024.0), targets,
+                           {organ: to_net(patient.structure(name).mask, 0.0)
+                            for organ, name in organs.items()})
+    dose = predict_inputs(model, inputs)
+    possible = torch.as_tensor(_dose_possible(patient), device=device)
+    if dose_grid != net:
+        dose = resample(dose, net, dose_grid, 0.0)
+    if dose_grid != patient.grid:
+        possible = resample(possible.float(), patient.grid, dose_grid, 0.0) >= 0.5
+    dose = torch.where(possible, dose, torch.zeros((), device=device))
+    return DosePrediction(dose_grid, dose.cpu().numpy().astype(np.float32), organs)

@@ -8,11 +8,14 @@ of what the stratification and the aperture dose (penumbra, transmission) cost.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from optim._xp import array_module
 from optim.fluence import FluenceResult, Objective, optimise_fluence
@@ -32,13 +35,43 @@ class _Offset:
         return self.objective.gradient(dose + self.offset)
 
 
+def _scaled_columns(S: Any) -> tuple[Any, np.ndarray]:
+    """``S`` with every column divided by its Euclidean norm, and the norms ``(n_segments,)``.
+
+    Segment doses overlap heavily (nested apertures), and their sizes differ by orders of
+    magnitude; scaling the columns brings the condition number of a small test case from
+    about 24,000 to about 1,000, and L-BFGS-B then reaches the optimum instead of stalling on its
+    relative-change stop (tests/optim/test_segment_weights.py).
+    """
+    xp = array_module(S)
+    sparse = hasattr(S, "tocsr")  # a scipy or cupyx sparse matrix
+    squares = S.multiply(S).sum(axis=0) if sparse else (S * S).sum(axis=0)
+    norms = np.sqrt(np.asarray(xp.asnumpy(squares) if xp is not np else squares,
+                               dtype=np.float64).ravel())
+    norms[norms == 0] = 1.0  # a segment that reaches none of the voxels: leave it unscaled
+    factors = xp.asarray(1.0 / norms, dtype=S.dtype)
+    if sparse:
+        module = scipy.sparse if xp is np else importlib.import_module("cupyx.scipy.sparse")
+        return (S @ module.diags(factors)).tocsr(), norms
+    return S * factors[None, :], norms
+
+
+def _solve(S: Any, objectives: Sequence[Objective], w0: np.ndarray, max_iter: int,
+           rel_tol: float) -> FluenceResult:
+    """:func:`optimise_fluence` over ``w >= 0`` in column-scaled variables, ``x`` back in MU."""
+    scaled, norms = _scaled_columns(S)
+    result = optimise_fluence(scaled, objectives, w0 * norms, max_iter=max_iter, rel_tol=rel_tol)
+    return dataclasses.replace(result, x=result.x / norms)
+
+
 def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.ndarray, *,
                              min_weight: float = 0.0, max_iter: int = 200,
                              rel_tol: float = 1e-5) -> FluenceResult:
     """Segment MU minimising the objectives, each segment either 0 or at least ``min_weight``.
 
     The constraint "0 or >= min_weight" is not convex; it is met in two L-BFGS-B passes of
-    :func:`optim.fluence.optimise_fluence`:
+    :func:`optim.fluence.optimise_fluence`, each over weights scaled by the norm of their
+    segment's dose column:
 
     1. all weights free above 0;
     2. segments that ended below ``min_weight / 2`` are dropped (weight 0, the nearer of the two
@@ -68,7 +101,7 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
         ``x`` the segment MU ``(n_segments,)``: each 0 or ``>= min_weight``; ``value`` the
         objective at ``x``; iterations, evaluations and history of both passes together.
     """
-    first = optimise_fluence(S, objectives, w0, max_iter=max_iter, rel_tol=rel_tol)
+    first = _solve(S, objectives, np.asarray(w0, dtype=np.float64), max_iter, rel_tol)
     if min_weight <= 0:
         return first
     keep = first.x >= min_weight / 2
@@ -78,9 +111,8 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
     kept = np.flatnonzero(keep)
     S_kept = S[:, xp.asarray(kept)]
     offset = S_kept @ xp.full(kept.size, min_weight, dtype=S.dtype)
-    second = optimise_fluence(S_kept, [_Offset(o, offset) for o in objectives],
-                              np.clip(first.x[kept] - min_weight, 0.0, None),
-                              max_iter=max_iter, rel_tol=rel_tol)
+    second = _solve(S_kept, [_Offset(o, offset) for o in objectives],
+                    np.clip(first.x[kept] - min_weight, 0.0, None), max_iter, rel_tol)
     weights = np.zeros_like(first.x)
     weights[kept] = second.x + min_weight
     return FluenceResult(

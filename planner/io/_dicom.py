@@ -2,7 +2,8 @@
 
 Reading: :func:`read_header` decides whether a file is DICOM at all and names it in any error.
 Writing: :func:`new_dataset` starts a dataset with the patient, study, equipment and SOP common
-attributes every object planner writes carries; :func:`format_ds` writes decimal strings.
+attributes every object planner writes carries; :func:`format_ds` and :func:`raw_ds_element`
+write decimal strings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
@@ -67,13 +71,47 @@ def format_ds(value: float) -> str:
     return format_number_as_ds(float(value))
 
 
-def format_ds_array(values: np.ndarray, decimals: int) -> str:
-    """Values as one multi-valued DS string with ``decimals`` digits after the point.
+def raw_ds_element(tag: int, values: np.ndarray, decimals: int) -> RawDataElement:
+    """A multi-valued DS element of ``values`` with ``decimals`` digits after the point.
 
-    Used for bulk coordinates (contour points), where building one Python object per value
-    would dominate the writing time.
+    For bulk coordinates (contour points): pydicom would otherwise build and validate one
+    Python object per value, which dominates the writing time of a structure set (seconds for
+    a clinical body contour). pydicom writes a raw element's bytes as they are.
+
+    Raises
+    ------
+    ValueError
+        If a value would not fit the 16 characters of a DS.
     """
-    return "\\".join(np.char.mod(f"%.{decimals}f", np.asarray(values, dtype=float).ravel()))
+    values = np.asarray(values, dtype=float).ravel()
+    if values.size and not np.abs(values).max() < 10.0 ** (14 - decimals):
+        raise ValueError(f"values up to {np.abs(values).max():g} do not fit a DS with "
+                         f"{decimals} decimals")
+    text = "\\".join(map(f"{{:.{decimals}f}}".format, values.tolist())).encode("ascii")
+    if len(text) % 2:
+        text += b" "  # DICOM values have even length; DS pads with a space
+    return RawDataElement(Tag(tag), "DS", len(text), text, 0, False, True)
+
+
+def mark_as_encoded(ds: Dataset) -> None:
+    """Declare ``ds`` and its sequence items already encoded as explicit VR little endian.
+
+    pydicom then writes raw elements (:func:`raw_ds_element`) as they are; otherwise it decodes
+    every element of a dataset built in memory to correct ambiguous VRs (US or SS, OB or OW),
+    which costs seconds for a structure set's contours. Only for datasets without such
+    attributes (pixel, LUT and overlay data have them). pydicom documents
+    ``Dataset.set_original_encoding`` for this use.
+    """
+    charset = ds.get("SpecificCharacterSet")
+    # What pydicom compares against: the dataset's own character set, or for an item built in
+    # memory (no SpecificCharacterSet) the default it inherits.
+    encoding = convert_encodings(charset) if charset else default_encoding
+    ds.set_original_encoding(False, True, encoding)
+    for tag in ds.keys():
+        element = ds.get_item(tag)  # iterating the dataset itself would decode raw elements
+        if element.VR == "SQ":
+            for item in element.value:
+                mark_as_encoded(item)
 
 
 def new_dataset(

@@ -11,6 +11,7 @@ Rasterisation rules (what :func:`rasterise_contours` does with the contours of o
   other images, and silently dropping or moving part of a target is not acceptable in planning.
   ContourImageSequence references are not used for matching (z is).
 - Parts of a contour outside the CT's field of view in x or y are cut off at the image edge.
+- A voxel centre exactly on a contour may fall either side.
 - Only CLOSED_PLANAR contours make volumes; POINT and OPEN_* contours are ignored.
 """
 
@@ -23,7 +24,6 @@ from pathlib import Path
 
 import contourpy
 import numpy as np
-from matplotlib.path import Path as PolygonPath
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
@@ -34,8 +34,9 @@ from planner.io._dicom import (
     CT_IMAGE_STORAGE,
     RT_STRUCTURE_SET_STORAGE,
     first_line,
-    format_ds_array,
+    mark_as_encoded,
     new_dataset,
+    raw_ds_element,
     read_header,
 )
 from planner.patient import DicomReferences, Structure, StructureKind
@@ -46,6 +47,7 @@ Z_MATCH_FRACTION = 0.1
 # Contour coordinates are written with 3 decimals (0.001 mm): traced contours pass half a voxel
 # from every voxel centre, so this rounding can never move a centre across a contour.
 CONTOUR_DECIMALS = 3
+CONTOUR_DATA = 0x30060050  # (3006,0050) ContourData
 TARGET_TYPES = frozenset({"PTV", "CTV", "GTV"})
 # Names that mean the patient outline when RTROIInterpretedType is empty (lower case prefixes).
 BODY_NAMES = ("body", "external", "skin", "outline", "patient")
@@ -128,7 +130,7 @@ def interpreted_type(structure: Structure) -> str:
 def _contour_points(item: Dataset, label: str) -> np.ndarray:
     # ContourData holds most of a structure set's bytes; parsing the raw decimal string in one
     # numpy call is far faster than pydicom's one Python object per value.
-    element = item.get_item(0x30060050)
+    element = item.get_item(CONTOUR_DATA)
     if element is None:
         raise InputError(f"{label}: contour without ContourData")
     raw = element.value
@@ -142,6 +144,8 @@ def _contour_points(item: Dataset, label: str) -> np.ndarray:
         raise InputError(f"{label}: ContourData is not numeric ({first_line(error)})") from error
     if values.size % 3:
         raise InputError(f"{label}: ContourData has {values.size} values, not a multiple of 3")
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{label}: ContourData holds values that are not finite")
     return values.reshape(-1, 3)
 
 
@@ -198,8 +202,38 @@ def read_structure_set(path: Path) -> StructureSet:
                         tuple(frames), tuple(rois))
 
 
+def _row_crossings(polygon: np.ndarray, ny: int, nx: int) -> np.ndarray:
+    """Where a closed polygon's edges cross the rows of voxel centres, as toggle positions.
+
+    ``polygon`` is (n, 2) in voxel-index units (u along x, v along y), so voxel centres are the
+    integer points. An edge crosses row ``j`` when ``j`` lies in ``[min(v), max(v))`` of its
+    ends (half-open, so a vertex on a row counts once). A crossing at ``u`` toggles the parity
+    of every centre ``i > u`` of that row: the flat index ``j * (nx + 1) + floor(u) + 1`` is
+    returned (column ``nx`` collects crossings right of the last centre).
+    """
+    start = polygon
+    end = np.roll(polygon, -1, axis=0)
+    low = np.minimum(start[:, 1], end[:, 1])
+    high = np.maximum(start[:, 1], end[:, 1])
+    first = np.maximum(np.ceil(low), 0).astype(np.int64)
+    last = np.minimum(np.ceil(high) - 1, ny - 1).astype(np.int64)
+    counts = np.maximum(last - first + 1, 0)
+    edge = np.repeat(np.arange(len(polygon)), counts)
+    row = first[edge] + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    du = end[edge, 0] - start[edge, 0]
+    dv = end[edge, 1] - start[edge, 1]  # never 0: horizontal edges cross no row
+    u = start[edge, 0] + (row - start[edge, 1]) * du / dv
+    column = np.clip(np.floor(u).astype(np.int64) + 1, 0, nx)
+    return row * (nx + 1) + column
+
+
 def rasterise_contours(contours: Sequence[np.ndarray], grid: Grid, *, label: str) -> np.ndarray:
     """Voxels of ``grid`` whose centres lie inside the contours (even-odd rule per slice).
+
+    A scanline fill: along each row of voxel centres, a centre is inside when an odd number of
+    contour edges (of all the slice's contours together) cross the row to its left. The cost
+    grows with the contours' length, not their area. A centre exactly on a contour may fall
+    either side.
 
     Parameters
     ----------
@@ -221,11 +255,11 @@ def rasterise_contours(contours: Sequence[np.ndarray], grid: Grid, *, label: str
         than 10 % of the slice spacing from every slice; ``"... not in an axial plane"`` for a
         contour whose points differ in z by more than that.
     """
-    mask = np.zeros(grid.shape, dtype=bool)
     nz, ny, nx = grid.shape
     z0, y0, x0 = grid.origin_mm
     dz, dy, dx = grid.spacing_mm
     tolerance = Z_MATCH_FRACTION * dz
+    toggles: dict[int, list[np.ndarray]] = {}
     for points in contours:
         if len(points) < 3:
             continue  # encloses no area
@@ -238,16 +272,13 @@ def rasterise_contours(contours: Sequence[np.ndarray], grid: Grid, *, label: str
         if not (0 <= k < nz) or abs(z0 + k * dz - plane) > tolerance:
             raise InputError(f"{label}: contour at z = {plane:g} mm lies on no CT slice (slices "
                              f"every {dz:g} mm from {z0:g} to {z0 + (nz - 1) * dz:g} mm)")
-        # Work in voxel-index units, where voxel centres are the integers.
         polygon = np.column_stack([(points[:, 0] - x0) / dx, (points[:, 1] - y0) / dy])
-        i_low, j_low = np.maximum(np.ceil(polygon.min(axis=0)).astype(int), 0)
-        i_high, j_high = np.minimum(np.floor(polygon.max(axis=0)).astype(int), (nx - 1, ny - 1))
-        if i_low > i_high or j_low > j_high:
-            continue  # outside the field of view
-        jj, ii = np.mgrid[j_low:j_high + 1, i_low:i_high + 1]
-        centres = np.column_stack([ii.ravel(), jj.ravel()])
-        inside = PolygonPath(polygon).contains_points(centres).reshape(ii.shape)
-        mask[k, j_low:j_high + 1, i_low:i_high + 1] ^= inside
+        toggles.setdefault(k, []).append(_row_crossings(polygon, ny, nx))
+    mask = np.zeros(grid.shape, dtype=bool)
+    for k, flat in toggles.items():
+        counts = np.bincount(np.concatenate(flat), minlength=ny * (nx + 1))
+        parity = np.cumsum(counts.reshape(ny, nx + 1), axis=1) & 1
+        mask[k] = parity[:, :nx].astype(bool)
     return mask
 
 
@@ -372,7 +403,7 @@ def structure_set_dataset(structures: Sequence[Structure], grid: Grid,
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(points)
             item.ContourNumber = len(items) + 1
-            item.ContourData = format_ds_array(points, CONTOUR_DECIMALS)
+            item[CONTOUR_DATA] = raw_ds_element(CONTOUR_DATA, points, CONTOUR_DECIMALS)
             items.append(item)
         if items:
             roi_contour.ContourSequence = DicomSequence(items)
@@ -388,4 +419,7 @@ def structure_set_dataset(structures: Sequence[Structure], grid: Grid,
     ds.StructureSetROISequence = DicomSequence(roi_items)
     ds.ROIContourSequence = DicomSequence(contour_items)
     ds.RTROIObservationsSequence = DicomSequence(observation_items)
+    # An RT Structure Set has no attribute of ambiguous VR: writing need not decode the raw
+    # ContourData elements to look for one.
+    mark_as_encoded(ds)
     return ds

@@ -132,13 +132,15 @@ class GoalResult:
 
 @dataclass(frozen=True)
 class StepReport:
-    """One optimisation in the automatic plan: which step, how long, what it achieved."""
+    """One optimisation in the automatic plan: which step, how long, what it achieved
+    (``goals_met`` counts all goals met after the step; ``hard_goals_met``: all hard ones)."""
 
     step: str
     iterations: int
     evaluations: int
     elapsed_s: float
     goals_met: int
+    hard_goals_met: bool
     note: str
 
 
@@ -318,7 +320,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         dose = Dr @ xp.asarray(result.x, dtype=Dr.dtype)
         achieved = evaluate_goals(dose, goals)
         steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
-                                sum(r.met for r in achieved), result.stop_reason))
+                                sum(r.met for r in achieved),
+                                all(r.met for r in achieved if r.hard), result.stop_reason))
         return result.x, achieved
 
     # 1. coverage

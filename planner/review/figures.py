@@ -1,0 +1,254 @@
+"""Figures of the review report (matplotlib, Agg canvas: no display, no pyplot state).
+
+Each function returns a :class:`matplotlib.figure.Figure`; :func:`png_bytes` renders one.
+Images follow the radiological convention for a head-first supine patient: axial slices seen
+from the feet (patient's right on the left of the image, anterior up), coronal slices seen from
+the front (superior up), sagittal slices seen from the patient's right (anterior on the left).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from dose.grid import Grid
+from dose.segments import Segment
+from planner.patient import Patient
+from planner.review.dvh import Dvh
+from planner.review.goals import GoalRow
+
+#: Isodose levels drawn on the slices, % of the reference dose (the usual clinical set).
+ISODOSE_PERCENT = (30, 50, 80, 95, 100, 107)
+_ISODOSE_COLOURS = ("#0000ff", "#00c0ff", "#00c000", "#ffd000", "#ff8000", "#ff0000")
+#: Dose below this fraction of the reference dose is not colour-washed (the CT stays visible).
+WASH_FROM = 0.1
+#: Soft-tissue CT window (level 40 HU, width 400 HU).
+CT_WINDOW_HU = (-160.0, 240.0)
+MET_COLOUR, UNMET_COLOUR = "#1a9641", "#d7191c"
+
+
+@dataclass(frozen=True)
+class FluenceMap:
+    """The fluence of one beam at the isocentre plane.
+
+    Attributes
+    ----------
+    beam : str
+        Beam name.
+    fluence_mu : (nv, nu) float array, MU
+        Rows along Y_b (across the leaves), columns along X_b (leaf travel).
+    u_edges_mm : (nu + 1,) float array, mm
+    v_edges_mm : (nv + 1,) float array, mm
+    """
+
+    beam: str
+    fluence_mu: np.ndarray = field(repr=False)
+    u_edges_mm: np.ndarray = field(repr=False)
+    v_edges_mm: np.ndarray = field(repr=False)
+
+
+def structure_colours(names: Sequence[str]) -> dict[str, str]:
+    """A stable colour per structure name (matplotlib's tab10 cycle, in the given order)."""
+    cycle = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+             "#bcbd22", "#7f7f7f", "#d62728")
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
+
+
+def png_bytes(figure: Figure, *, dpi: int = 110) -> bytes:
+    """The figure rendered as PNG."""
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure)  # attaches the Agg canvas: no pyplot, no display
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
+               colours: dict[str, str], reference_dose_gy: float | None = None) -> Figure:
+    """Cumulative DVHs (volume % against dose Gy) with each goal marked at its limit.
+
+    A goal is a triangle at (dose, volume) of its limit, pointing the way the curve must pass
+    (down for an upper limit, up for a lower one), green when met and red when not. Mean-dose
+    goals have no point on the curve and appear only in the goal table.
+    """
+    figure = Figure(figsize=(10.5, 5.5))
+    ax = figure.add_subplot()
+    for curve in dvhs:
+        ax.plot(curve.dose_gy, curve.percent, color=colours[curve.name], lw=1.6,
+                label=f"{curve.name} ({curve.volume_cc:.1f} cc)")
+    for row in goals:
+        if row.dvh_point is None:
+            continue
+        marker = "v" if row.goal.bound == "max" else "^"
+        ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none",
+                mfc=colours.get(row.structure, "white"), mec=MET_COLOUR if row.met else UNMET_COLOUR,
+                mew=2.5)
+    if reference_dose_gy:
+        ax.axvline(reference_dose_gy, color="0.4", ls="--", lw=0.8)
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.set_ylim(0, 102)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if goals:
+        handles += [Line2D([], [], marker="v", ls="none", mfc="white", mec=MET_COLOUR, mew=2.5),
+                    Line2D([], [], marker="v", ls="none", mfc="white", mec=UNMET_COLOUR, mew=2.5)]
+        labels += ["goal met", "goal not met"]
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return figure
+
+
+def _planes(grid: Grid, index: tuple[int, int, int]):
+    """For axial, coronal, sagittal: (name, slicer, horizontal axis mm, vertical axis mm,
+    whether the vertical axis points down) through voxel ``index``."""
+    z, y, x = grid.axes_mm()
+    k, j, i = index
+    return (("axial", (k, slice(None), slice(None)), x, y, True),
+            ("coronal", (slice(None), j, slice(None)), x, z, False),
+            ("sagittal", (slice(None), slice(None), i), y, z, False))
+
+
+def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[float], *,
+                 reference_dose_gy: float, title: str, colours: dict[str, str]) -> Figure:
+    """Axial, coronal and sagittal slices through a point: CT, dose colour-wash, isodose lines
+    (:data:`ISODOSE_PERCENT` of ``reference_dose_gy``) and structure outlines.
+
+    Parameters
+    ----------
+    patient : Patient
+    dose_gy : (nz, ny, nx) float array, Gy
+        On ``patient.grid``.
+    point_zyx_mm : (3,) float, mm
+        The slices go through the voxel nearest to this point.
+    reference_dose_gy : float, Gy
+        100 % of the isodose levels.
+    title : str
+    colours : dict
+        Structure name -> colour.
+    """
+    grid = patient.grid
+    index = tuple(int(v) for v in np.clip(np.rint(grid.position_to_index(np.asarray(
+        point_zyx_mm, dtype=float))), 0, np.asarray(grid.shape) - 1))
+    figure = Figure(figsize=(15.0, 5.2))
+    levels = [p * reference_dose_gy / 100.0 for p in ISODOSE_PERCENT]
+    for n, (name, slicer, h, v, down) in enumerate(_planes(grid, index)):  # type: ignore[misc]
+        ax = figure.add_subplot(1, 3, n + 1)
+        hu = patient.hu[slicer]
+        dose = dose_gy[slicer]
+        extent = (h[0] - (h[1] - h[0]) / 2 if h.size > 1 else h[0] - 0.5,
+                  h[-1] + (h[1] - h[0]) / 2 if h.size > 1 else h[0] + 0.5,
+                  v[0] - (v[1] - v[0]) / 2 if v.size > 1 else v[0] - 0.5,
+                  v[-1] + (v[1] - v[0]) / 2 if v.size > 1 else v[0] + 0.5)
+        ax.imshow(hu, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], origin="lower",
+                  extent=extent, interpolation="nearest")
+        wash = np.ma.masked_less(dose, WASH_FROM * reference_dose_gy)
+        ax.imshow(wash, cmap="jet", alpha=0.35, origin="lower", extent=extent,
+                  vmin=WASH_FROM * reference_dose_gy, vmax=1.1 * reference_dose_gy,
+                  interpolation="bilinear")
+        if h.size > 1 and v.size > 1:
+            if dose.max() >= levels[0]:
+                ax.contour(h, v, dose, levels=levels, colors=_ISODOSE_COLOURS, linewidths=1.0)
+            for s in patient.structures:
+                mask = s.mask[slicer]
+                if mask.any() and not mask.all():
+                    ax.contour(h, v, mask.astype(np.float32), levels=[0.5],
+                               colors=[colours.get(s.name, "white")], linewidths=1.3)
+        ax.plot(point_zyx_mm[{"axial": 2, "coronal": 2, "sagittal": 1}[name]],
+                point_zyx_mm[{"axial": 1, "coronal": 0, "sagittal": 0}[name]],
+                marker="+", ms=14, mew=1.5, color="white")
+        if down:
+            ax.set_ylim(extent[3], extent[2])  # anterior (small y) at the top
+        ax.set_aspect("equal")
+        where = {"axial": f"z = {grid.axes_mm()[0][index[0]]:.1f} mm",
+                 "coronal": f"y = {grid.axes_mm()[1][index[1]]:.1f} mm",
+                 "sagittal": f"x = {grid.axes_mm()[2][index[2]]:.1f} mm"}[name]
+        ax.set_title(f"{name}, {where}", fontsize=9)
+        ax.set_xlabel({"axial": "x (mm)", "coronal": "x (mm)", "sagittal": "y (mm)"}[name],
+                      fontsize=8)
+        ax.set_ylabel({"axial": "y (mm)", "coronal": "z (mm)", "sagittal": "z (mm)"}[name],
+                      fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles = [Line2D([], [], color=c, lw=1.5) for c in _ISODOSE_COLOURS]
+    labels = [f"{p} % ({lv:.1f} Gy)" for p, lv in zip(ISODOSE_PERCENT, levels)]
+    handles += [Line2D([], [], color=colours.get(s.name, "white"), lw=1.5)
+                for s in patient.structures]
+    labels += [s.name for s in patient.structures]
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return figure
+
+
+def fluence_figure(fluences: Sequence[FluenceMap]) -> Figure:
+    """One panel per beam: the fluence (MU) at the isocentre plane, beam's-eye view."""
+    n = len(fluences)
+    columns = min(n, 3)
+    rows = -(-n // columns)
+    figure = Figure(figsize=(4.2 * columns, 3.6 * rows))
+    for k, f in enumerate(fluences):
+        ax = figure.add_subplot(rows, columns, k + 1)
+        image = ax.imshow(f.fluence_mu, origin="lower", cmap="viridis", interpolation="nearest",
+                          extent=(f.u_edges_mm[0], f.u_edges_mm[-1], f.v_edges_mm[0],
+                                  f.v_edges_mm[-1]))
+        figure.colorbar(image, ax=ax, label="MU", shrink=0.85)
+        ax.set_title(f.beam, fontsize=9)
+        ax.set_xlabel("X (mm)", fontsize=8)
+        ax.set_ylabel("Y (mm)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def segments_figure(beams: Sequence[tuple[str, Sequence[Segment]]],
+                    leaf_boundaries_mm: np.ndarray, *, per_beam: int = 3) -> Figure:
+    """The ``per_beam`` segments with the most MU of each beam: leaves (grey), jaws (outline).
+
+    Parameters
+    ----------
+    beams : sequence of (name, segments)
+    leaf_boundaries_mm : (n_pairs + 1,) float array, mm
+    per_beam : int
+    """
+    rows = max(len(beams), 1)
+    figure = Figure(figsize=(3.2 * per_beam, 2.9 * rows))
+    lower, upper = leaf_boundaries_mm[:-1], leaf_boundaries_mm[1:]
+    for r, (name, segments) in enumerate(beams):
+        chosen = sorted(range(len(segments)), key=lambda s: -segments[s].mu)[:per_beam]
+        for c, s in enumerate(sorted(chosen)):
+            segment = segments[s]
+            ax = figure.add_subplot(rows, per_beam, r * per_beam + c + 1)
+            (x1, x2), (y1, y2) = segment.jaw_x_mm, segment.jaw_y_mm
+            span = (min(x1, segment.leaf_positions_mm[:, 0].min()) - 20.0,
+                    max(x2, segment.leaf_positions_mm[:, 1].max()) + 20.0)
+            shown = np.flatnonzero((upper > y1 - 20.0) & (lower < y2 + 20.0))
+            # Both leaves of each shown pair as rectangles, drawn as one collection.
+            a, b = segment.leaf_positions_mm[shown, 0], segment.leaf_positions_mm[shown, 1]
+            left = np.stack([np.full_like(a, span[0]), a], axis=1)
+            right = np.stack([b, np.full_like(b, span[1])], axis=1)
+            boxes = [[(x0, lo), (x1_, lo), (x1_, hi), (x0, hi)]
+                     for (x0, x1_), lo, hi in zip(np.concatenate([left, right]),
+                                                  np.tile(lower[shown], 2),
+                                                  np.tile(upper[shown], 2))]
+            ax.add_collection(PolyCollection(boxes, facecolors="0.55", edgecolors="0.3",
+                                             linewidths=0.3))
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="#d62728",
+                                   lw=1.2))  # the jaws
+            ax.set_xlim(*span)
+            ax.set_ylim(max(lower[shown].min(), y1 - 20.0), min(upper[shown].max(), y2 + 20.0))
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}: segment {s + 1}/{len(segments)}, {segment.mu:.1f} MU",
+                         fontsize=8)
+            ax.tick_params(labelsize=6)
+    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.03, top=0.97, wspace=0.3,
+                           hspace=0.45)
+    return figure
+

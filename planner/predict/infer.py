@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +60,10 @@ def torch_device(device: str) -> torch.device:
 
 
 def save_model(model: DoseUNet, path: Path, card: dict, *, overwrite: bool = False) -> Path:
-    """Write the weights (float16, ``path``) and the JSON card (``path`` with ``.json``).
-
-    The card gets the weights' sha256, so a reader can check the pair belongs together.
+    """Write the weights (``path``, float32: 23 MB for the default network) and the JSON card
+    (``path`` with ``.json``), which gets the weights' sha256 so the pair can be checked.
     """
-    state = {k: v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.cpu()
-             for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     path = Path(path)
     write_file_atomic(path, lambda tmp: torch.save({"config": model.config(), "state": state}, tmp),
                       overwrite=overwrite)
@@ -84,9 +83,9 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = DoseUNet(**saved["config"])
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in saved["state"].items()})
-    except (RuntimeError, KeyError, TypeError, ValueError, OSError) as error:
+        model.load_state_dict(saved["state"])
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError,
+            pickle.UnpicklingError) as error:
         raise InputError(f"{path}: not a planner dose model ({error})") from error
     return model.to(device).eval()
 

@@ -1,0 +1,134 @@
+"""Inference: resampling on analytic volumes, applicability, predictions on OpenKBP and other grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dose.grid import Grid
+from planner.errors import InputError
+from planner.io.openkbp import read_openkbp_patient
+from planner.patient import Patient, Prescription, Structure
+from planner.phantoms import cshape_phantom
+from planner.predict.data import CHANNELS
+from planner.predict.infer import (
+    DEFAULT_MODEL,
+    load_model,
+    network_grid,
+    openkbp_organs,
+    predict_dose,
+    resample,
+    save_model,
+    unsupported_reason,
+)
+from planner.predict.model import DoseUNet
+
+
+def _linear(grid: Grid) -> np.ndarray:
+    z, y, x = np.meshgrid(*grid.axes_mm(), indexing="ij")
+    return (0.5 * z - 0.25 * y + 0.125 * x + 3.0).astype(np.float32)
+
+
+def test_resample_is_exact_for_linear_functions():
+    """Trilinear interpolation reproduces a linear function exactly inside the source's voxel
+    centres; beyond half a voxel outside the source it gives the fill value."""
+    source = Grid((-20.0, -30.0, -40.0), (2.5, 3.0, 4.0), (17, 21, 21))
+    target = Grid((-15.3, -24.1, -33.7), (1.7, 2.2, 3.1), (16, 20, 20))
+    out = resample(torch.from_numpy(_linear(source)), source, target, fill=-7.0).numpy()
+    np.testing.assert_allclose(out, _linear(target), rtol=0, atol=1e-4)  # float32 round-off
+    edge = Grid((-22.0, -30.0, -40.0), (1.0, 3.0, 4.0), (3, 21, 21))  # z -22, -21, -20 mm
+    out = resample(torch.from_numpy(_linear(source)), source, edge, fill=-7.0).numpy()
+    assert np.all(out[0] == -7.0)  # -22 mm lies beyond -21.25 mm, the source's outer edge
+    # -21 mm is within the first voxel: it takes that voxel's value (the value at -20 mm)
+    np.testing.assert_allclose(out[1], _linear(edge)[2], atol=1e-4)
+    np.testing.assert_allclose(out[2], _linear(edge)[2], atol=1e-4)
+    same = resample(torch.from_numpy(_linear(source)), source, source, fill=0.0).numpy()
+    np.testing.assert_array_equal(same, _linear(source))
+
+
+def _tiny_model(seed: int = 0) -> DoseUNet:
+    torch.manual_seed(seed)
+    return DoseUNet(len(CHANNELS), 4, 3).eval()
+
+
+def test_unsupported_patients_say_why():
+    phantom = cshape_phantom()
+    assert "not head and neck: 0 of the organs" in unsupported_reason(phantom)
+    bare = dataclasses.replace(phantom, prescriptions=())
+    assert unsupported_reason(bare) == "no target with a prescription"
+    with pytest.raises(InputError, match="dose prediction not possible: no target"):
+        predict_dose(bare, _tiny_model())
+
+
+def test_organ_aliases():
+    grid = Grid((0, 0, 0), (1, 1, 1), (2, 2, 2))
+    mask = np.zeros(grid.shape, bool)
+    names = ["Parotid_L", "parotid R", "Cord", "BrainStem", "PTV70", "Oesophagus", "Heart"]
+    structures = tuple(Structure(n, "target" if n.startswith("PTV") else "organ", mask)
+                       for n in names)
+    patient = Patient("p", grid, np.zeros(grid.shape, np.float32),
+                      np.ones(grid.shape, np.float32), structures,
+                      (Prescription("PTV70", 70.0, 35),))
+    assert openkbp_organs(patient) == {"LeftParotid": "Parotid_L", "RightParotid": "parotid R",
+                                       "SpinalCord": "Cord", "Brainstem": "BrainStem",
+                                       "Esophagus": "Oesophagus"}
+    assert unsupported_reason(patient) is None
+    high = dataclasses.replace(patient, prescriptions=(Prescription("PTV70", 90.0, 45),))
+    assert "outside the 40-80 Gy" in unsupported_reason(high)
+
+
+def test_openkbp_patient_predicted_on_own_grid_and_elsewhere(openkbp_dir: Path):
+    """An OpenKBP patient is predicted on its own grid; the same anatomy on another grid (a
+    sub-volume, respaced) goes through resampling and agrees inside, within interpolation."""
+    patient = read_openkbp_patient(openkbp_dir / "train-pats" / "pt_1")
+    assert network_grid(patient) == patient.grid
+    model = _tiny_model()
+    direct = predict_dose(patient, model)
+    assert direct.grid == patient.grid and direct.dose_gy.shape == patient.grid.shape
+    assert np.all(direct.dose_gy >= 0) and np.all(direct.dose_gy[~patient.possible_dose_mask] == 0)
+    assert direct.organs["SpinalCord"] == "SpinalCord"
+    # the same patient on a 96^3 sub-grid: resampled to a median-spacing grid and back
+    window = (slice(16, 112),) * 3
+    origin = patient.grid.index_to_position_mm(np.array([16, 16, 16]))
+    sub = Grid(tuple(origin), patient.grid.spacing_mm, (96, 96, 96))
+    moved = dataclasses.replace(
+        patient, grid=sub, hu=patient.hu[window], density=patient.density[window],
+        structures=tuple(dataclasses.replace(s, mask=s.mask[window]) for s in patient.structures),
+        possible_dose_mask=None)
+    assert network_grid(moved) != sub and network_grid(moved).shape == (128, 128, 128)
+    other = predict_dose(moved, model)
+    assert other.grid == sub and np.all(other.dose_gy[moved.hu <= -500] == 0)
+    coarse = Grid(sub.origin_mm, tuple(2 * s for s in sub.spacing_mm), (48, 48, 48))
+    assert predict_dose(moved, model, dose_grid=coarse).dose_gy.shape == (48, 48, 48)
+
+
+def test_save_load_round_trip(tmp_path: Path):
+    model = _tiny_model()
+    path = save_model(model, tmp_path / "m.pt", {"epochs": 0})
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["config"] == model.config() and card["epochs"] == 0
+    loaded = load_model(path)
+    x = torch.randn(1, len(CHANNELS), 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))  # float32 weights, stored exactly
+    with pytest.raises(InputError, match="no model weights"):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match=r"bad\.pt: not a planner dose model"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_shipped_model_matches_its_card():
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"no shipped weights at {DEFAULT_MODEL}")
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
+    assert DEFAULT_MODEL.stat().st_size <= 30e6
+    assert load_model(DEFAULT_MODEL).config() == card["config"]

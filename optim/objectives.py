@@ -387,11 +387,10 @@ class FluenceSmoothness:
     def gradient(self, x: Any) -> Any:
         xp = array_module(x)
         diff = (2.0 * self.weight / self.pairs.shape[0]) * (x[self.pairs[:, 0]] - x[self.pairs[:, 1]])
-        grad = xp.zeros_like(x)
-        # A beamlet appears in several pairs: accumulate, do not overwrite.
-        xp.add.at(grad, self.pairs[:, 0], diff)
-        xp.add.at(grad, self.pairs[:, 1], -diff)
-        return grad
+        # A beamlet appears in several pairs: accumulate (bincount sums, on numpy and cupy alike).
+        n = x.shape[0]
+        return (xp.bincount(self.pairs[:, 0], weights=diff, minlength=n)
+                - xp.bincount(self.pairs[:, 1], weights=diff, minlength=n)).astype(x.dtype)
 
 
 def neighbour_pairs(beam: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:

@@ -68,8 +68,9 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
     xp : module
         ``numpy`` or ``cupy``: where the index arrays should live (the Dij's device).
     ring_mm : float, mm
-        Normal tissue (inside the external contour, outside every target) up to this distance
-        from a target enters the fall-off objective.
+        Normal tissue (inside the external contour, or the possible-dose mask where there is
+        none, and outside every target) up to this distance from a target enters the fall-off
+        objective.
     ring_step : int
         Keep every ``ring_step``-th ring voxel along each axis.
 
@@ -99,8 +100,14 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
     for n, t in zip(names, is_target):
         if t:
             target_union |= full[n]
+    # Normal tissue is inside the external contour, else where dose is possible (OpenKBP).
     external = [s.mask for s in patient.structures if s.kind == "external"]
-    inside = external[0] if external else np.ones(patient.grid.shape, dtype=bool)
+    if external:
+        inside = external[0]
+    elif patient.possible_dose_mask is not None:
+        inside = patient.possible_dose_mask
+    else:
+        inside = np.ones(patient.grid.shape, dtype=bool)
     distance = scipy.ndimage.distance_transform_edt(~target_union, sampling=patient.grid.spacing_mm)
     sub = np.zeros(patient.grid.shape, dtype=bool)
     sub[::ring_step, ::ring_step, ::ring_step] = True

@@ -121,7 +121,7 @@ def test_falloff_limit():
     np.testing.assert_allclose(limit, [50.0, 35.0, 20.0, 20.0], rtol=0, atol=1e-12)
 
 
-def test_fluence_smoothness_gradient_and_value():
+def test_fluence_smoothness_gradient_and_value(xp):
     beam = np.array([0, 0, 0, 0, 1, 1])
     row = np.array([0, 0, 1, 1, 0, 0])
     col = np.array([0, 1, 0, 1, 0, 1])
@@ -129,12 +129,16 @@ def test_fluence_smoothness_gradient_and_value():
     as_sets = {frozenset(p) for p in pairs.tolist()}
     # 2x2 grid on beam 0: 4 edges; 1x2 on beam 1: 1 edge; no edge across beams.
     assert as_sets == {frozenset(p) for p in [(0, 1), (2, 3), (0, 2), (1, 3), (4, 5)]}
-    reg = FluenceSmoothness(pairs, 2.0)
+    reg = FluenceSmoothness(xp.asarray(pairs), 2.0)
     x = np.array([1.0, 2.0, 4.0, 8.0, 3.0, 3.0])
-    assert reg.value(x) == pytest.approx(2.0 * (1 + 16 + 9 + 36 + 0) / 5, rel=1e-12)
-    assert reg.value(np.full(6, 5.0)) == 0.0
-    err = check_grad(reg.value, reg.gradient, x, epsilon=1e-7)
-    assert err <= 1e-5 * np.linalg.norm(reg.gradient(x))
+    assert reg.value(xp.asarray(x)) == pytest.approx(2.0 * (1 + 16 + 9 + 36 + 0) / 5, rel=1e-12)
+    assert reg.value(xp.full(6, 5.0)) == 0.0
+
+    def grad(v):
+        return _host(reg.gradient(xp.asarray(v)))
+
+    err = check_grad(lambda v: reg.value(xp.asarray(v)), grad, x, epsilon=1e-7)
+    assert err <= 1e-5 * np.linalg.norm(grad(x))
 
 
 def test_dvh_metrics():

@@ -22,7 +22,11 @@ import numpy as np
 from dose.grid import Grid
 from planner.density import hu_to_density
 from planner.io.ct import read_ct_series
-from planner.io.dicom_patient import find_ct_and_structure_set, read_dicom_patient, write_dicom_patient
+from planner.io.dicom_patient import (
+    find_ct_and_structure_set,
+    read_dicom_patient,
+    write_dicom_patient,
+)
 from planner.patient import Patient, Structure
 
 
@@ -67,7 +71,8 @@ def main() -> None:
             start = time.perf_counter()
             read_ct_series(find_ct_and_structure_set(folder)[0])
             ct_reads.append(time.perf_counter() - start)
-        print(f"read_dicom_patient  best {min(reads):7.3f} s  median {statistics.median(reads):7.3f} s")
+        print(f"read_dicom_patient  best {min(reads):7.3f} s  "
+              f"median {statistics.median(reads):7.3f} s")
         print(f"  of which CT only  best {min(ct_reads):7.3f} s  (folder scan + read_ct_series)")
 
 

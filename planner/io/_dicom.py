@@ -1,6 +1,7 @@
 """Small DICOM helpers shared by the CT and RT Structure Set readers and writers.
 
-Reading: :func:`read_header` decides whether a file is DICOM at all and names it in any error.
+Reading: :func:`read_header` decides whether a file is DICOM at all and names it in any error;
+:func:`read_dicom` reads a whole file under the same rules.
 Writing: :func:`new_dataset` starts a dataset with the patient, study, equipment and SOP common
 attributes every object planner writes carries; :func:`format_ds` and :func:`raw_ds_element`
 write decimal strings.
@@ -36,24 +37,15 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def read_header(path: Path) -> Dataset | None:
-    """Read a file's attributes up to the pixel data, or None if the file is clearly not DICOM.
-
-    A file with the ``DICM`` prefix at byte 128 is DICOM, and any failure to read it is an error.
-    A file without the prefix (DICOM allows it for data sets stored without file meta
-    information, e.g. pydicom's own ``rtstruct.dcm``) counts as DICOM only if it parses and
-    carries a SOP Class UID; anything else (a text file, a README, an image) is skipped.
-
-    Raises
-    ------
-    InputError
-        ``"<path>: unreadable DICOM file (<reason>)"`` for a corrupt DICOM file.
-    """
+def _read(path: Path, *, header_only: bool) -> Dataset | None:
     with open(path, "rb") as f:
         prefix = f.read(132)
     has_magic = prefix[128:132] == b"DICM"
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=not has_magic)
+        # For a header, values over 4 KB are skipped, not read: a non-DICOM file parsed by force
+        # may claim a length of gigabytes, and the attributes that classify a file are short.
+        ds = pydicom.dcmread(path, force=not has_magic, stop_before_pixels=header_only,
+                             defer_size=4096 if header_only else None)
         sop_class = ds.get("SOPClassUID")
     except Exception as error:  # pydicom raises many types on corrupt input
         if not has_magic:
@@ -63,6 +55,37 @@ def read_header(path: Path) -> Dataset | None:
         if not has_magic:
             return None
         raise InputError(f"{path}: DICOM file without a SOP Class UID")
+    return ds
+
+
+def read_header(path: Path) -> Dataset | None:
+    """Read a file's short attributes (no pixel data), or None if the file is clearly not DICOM.
+
+    A file with the ``DICM`` prefix at byte 128 is DICOM, and any failure to read it is an error.
+    A file without the prefix (DICOM allows it for data sets stored without file meta
+    information, e.g. pydicom's own ``rtstruct.dcm``) counts as DICOM only if it parses and
+    carries a SOP Class UID; anything else (a text file, a README, an image) is skipped.
+    Values over 4 KB are not read (they are read from the file when accessed).
+
+    Raises
+    ------
+    InputError
+        ``"<path>: unreadable DICOM file (<reason>)"`` for a corrupt DICOM file.
+    """
+    return _read(path, header_only=True)
+
+
+def read_dicom(path: Path) -> Dataset:
+    """Read a whole DICOM file, with or without the ``DICM`` prefix (see :func:`read_header`).
+
+    Raises
+    ------
+    InputError
+        ``"<path>: not a DICOM file"``, or unreadable as in :func:`read_header`.
+    """
+    ds = _read(path, header_only=False)
+    if ds is None:
+        raise InputError(f"{path}: not a DICOM file")
     return ds
 
 

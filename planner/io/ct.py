@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from dose.grid import Grid
@@ -25,6 +24,7 @@ from planner.io._dicom import (
     first_line,
     format_ds,
     new_dataset,
+    read_dicom,
     save,
 )
 from planner.patient import DicomReferences
@@ -200,17 +200,14 @@ def read_ct_series(paths: Sequence[Path]) -> CtSeries:
         raise InputError("no CT slices given")
     slices = []
     for path in paths:
-        try:
-            ds = pydicom.dcmread(path, force=True)
-        except Exception as error:
-            raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
-        slices.append(_check_slice(Path(path), ds))
+        slices.append(_check_slice(Path(path), read_dicom(Path(path))))
     slices.sort(key=lambda s: s.position[2])
     dz = _check_series(slices)
     first = slices[0]
     dy, dx = (float(v) for v in first.ds.PixelSpacing)  # (row spacing, column spacing)
     x0, y0, z0 = first.position
-    grid = Grid((z0, y0, x0), (dz, dy, dx), (len(slices), int(first.ds.Rows), int(first.ds.Columns)))
+    shape = (len(slices), int(first.ds.Rows), int(first.ds.Columns))
+    grid = Grid((z0, y0, x0), (dz, dy, dx), shape)
     hu = np.empty(grid.shape, dtype=np.float32)
     for k, s in enumerate(slices):
         hu[k] = _hu(s)

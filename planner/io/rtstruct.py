@@ -37,7 +37,7 @@ from planner.io._dicom import (
     mark_as_encoded,
     new_dataset,
     raw_ds_element,
-    read_header,
+    read_dicom,
 )
 from planner.patient import DicomReferences, Structure, StructureKind
 
@@ -165,9 +165,7 @@ def read_structure_set(path: Path) -> StructureSet:
         duplicate ROI numbers or names, malformed ContourData.
     """
     path = Path(path)
-    ds = read_header(path)
-    if ds is None:
-        raise InputError(f"{path}: not a DICOM file")
+    ds = read_dicom(path)
     if ds.get("SOPClassUID") != RT_STRUCTURE_SET_STORAGE:
         raise InputError(f"{path}: not an RT Structure Set (SOP Class {ds.get('SOPClassUID')})")
     frames = []

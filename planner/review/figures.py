@@ -88,8 +88,8 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
             continue
         marker = "v" if row.goal.bound == "max" else "^"
         ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none",
-                mfc=colours.get(row.structure, "white"), mec=MET_COLOUR if row.met else UNMET_COLOUR,
-                mew=2.5)
+                mfc=colours.get(row.structure, "white"),
+                mec=MET_COLOUR if row.met else UNMET_COLOUR, mew=2.5)
     if reference_dose_gy:
         ax.axvline(reference_dose_gy, color="0.4", ls="--", lw=0.8)
     ax.set_xlabel("Dose (Gy)")
@@ -107,14 +107,32 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
     return figure
 
 
-def _planes(grid: Grid, index: tuple[int, int, int]):
-    """For axial, coronal, sagittal: (name, slicer, horizontal axis mm, vertical axis mm,
-    whether the vertical axis points down) through voxel ``index``."""
-    z, y, x = grid.axes_mm()
-    k, j, i = index
-    return (("axial", (k, slice(None), slice(None)), x, y, True),
-            ("coronal", (slice(None), j, slice(None)), x, z, False),
-            ("sagittal", (slice(None), slice(None), i), y, z, False))
+# The three planes: name, the axis (z=0, y=1, x=2) each cuts, the horizontal and vertical axes
+# shown, and whether the vertical axis points down (axial: anterior, small y, at the top).
+_PLANES = (("axial", 0, 2, 1, True), ("coronal", 1, 2, 0, False), ("sagittal", 2, 1, 0, False))
+_AXIS_NAMES = "zyx"
+
+
+VIEW_MARGIN_MM = 15.0  # air shown around the body on the slices
+
+
+def _edges(centres: np.ndarray, spacing: float) -> tuple[float, float]:
+    """Outer edges (mm) of voxels with these centres."""
+    return float(centres[0] - spacing / 2), float(centres[-1] + spacing / 2)
+
+
+def view_box_mm(patient: Patient) -> tuple[np.ndarray, np.ndarray]:
+    """The (z, y, x) bounds in mm the slices show: the external structure (else the voxels
+    denser than lung, above -400 HU) with a margin, within the grid."""
+    external = [s.mask for s in patient.structures if s.kind == "external" and s.mask.any()]
+    inside = external[0] if external else patient.hu > -400.0
+    low, high = patient.grid.extent_mm()
+    if not inside.any():
+        return low, high
+    index = np.argwhere(inside)
+    grid = patient.grid
+    return (np.maximum(grid.index_to_position_mm(index.min(axis=0)) - VIEW_MARGIN_MM, low),
+            np.minimum(grid.index_to_position_mm(index.max(axis=0)) + VIEW_MARGIN_MM, high))
 
 
 def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[float], *,
@@ -139,22 +157,23 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
     index = tuple(int(v) for v in np.clip(np.rint(grid.position_to_index(np.asarray(
         point_zyx_mm, dtype=float))), 0, np.asarray(grid.shape) - 1))
     figure = Figure(figsize=(15.0, 5.2))
+    view_low, view_high = view_box_mm(patient)
     levels = [p * reference_dose_gy / 100.0 for p in ISODOSE_PERCENT]
-    for n, (name, slicer, h, v, down) in enumerate(_planes(grid, index)):  # type: ignore[misc]
+    axes_mm = grid.axes_mm()
+    for n, (name, cut, h_axis, v_axis, down) in enumerate(_PLANES):
         ax = figure.add_subplot(1, 3, n + 1)
-        hu = patient.hu[slicer]
+        slicer = tuple(index[cut] if axis == cut else slice(None) for axis in range(3))
+        h, v = axes_mm[h_axis], axes_mm[v_axis]
+        # Voxel edges: each voxel centre sits in the middle of its pixel.
+        extent = (*_edges(h, grid.spacing_mm[h_axis]), *_edges(v, grid.spacing_mm[v_axis]))
+        ax.imshow(patient.hu[slicer], cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1],
+                  origin="lower", extent=extent, interpolation="nearest")
         dose = dose_gy[slicer]
-        extent = (h[0] - (h[1] - h[0]) / 2 if h.size > 1 else h[0] - 0.5,
-                  h[-1] + (h[1] - h[0]) / 2 if h.size > 1 else h[0] + 0.5,
-                  v[0] - (v[1] - v[0]) / 2 if v.size > 1 else v[0] - 0.5,
-                  v[-1] + (v[1] - v[0]) / 2 if v.size > 1 else v[0] + 0.5)
-        ax.imshow(hu, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], origin="lower",
-                  extent=extent, interpolation="nearest")
         wash = np.ma.masked_less(dose, WASH_FROM * reference_dose_gy)
         ax.imshow(wash, cmap="jet", alpha=0.35, origin="lower", extent=extent,
                   vmin=WASH_FROM * reference_dose_gy, vmax=1.1 * reference_dose_gy,
                   interpolation="bilinear")
-        if h.size > 1 and v.size > 1:
+        if h.size > 1 and v.size > 1:  # contours need two samples along each axis
             if dose.max() >= levels[0]:
                 ax.contour(h, v, dose, levels=levels, colors=_ISODOSE_COLOURS, linewidths=1.0)
             for s in patient.structures:
@@ -162,20 +181,16 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
                 if mask.any() and not mask.all():
                     ax.contour(h, v, mask.astype(np.float32), levels=[0.5],
                                colors=[colours.get(s.name, "white")], linewidths=1.3)
-        ax.plot(point_zyx_mm[{"axial": 2, "coronal": 2, "sagittal": 1}[name]],
-                point_zyx_mm[{"axial": 1, "coronal": 0, "sagittal": 0}[name]],
-                marker="+", ms=14, mew=1.5, color="white")
-        if down:
-            ax.set_ylim(extent[3], extent[2])  # anterior (small y) at the top
+        ax.plot(point_zyx_mm[h_axis], point_zyx_mm[v_axis], marker="+", ms=14, mew=1.5,
+                color="white")
+        ax.set_xlim(view_low[h_axis], view_high[h_axis])
+        vertical = (view_low[v_axis], view_high[v_axis])
+        ax.set_ylim(*(vertical[::-1] if down else vertical))
         ax.set_aspect("equal")
-        where = {"axial": f"z = {grid.axes_mm()[0][index[0]]:.1f} mm",
-                 "coronal": f"y = {grid.axes_mm()[1][index[1]]:.1f} mm",
-                 "sagittal": f"x = {grid.axes_mm()[2][index[2]]:.1f} mm"}[name]
-        ax.set_title(f"{name}, {where}", fontsize=9)
-        ax.set_xlabel({"axial": "x (mm)", "coronal": "x (mm)", "sagittal": "y (mm)"}[name],
-                      fontsize=8)
-        ax.set_ylabel({"axial": "y (mm)", "coronal": "z (mm)", "sagittal": "z (mm)"}[name],
-                      fontsize=8)
+        ax.set_title(f"{name}, {_AXIS_NAMES[cut]} = {axes_mm[cut][index[cut]]:.1f} mm",
+                     fontsize=9)
+        ax.set_xlabel(f"{_AXIS_NAMES[h_axis]} (mm)", fontsize=8)
+        ax.set_ylabel(f"{_AXIS_NAMES[v_axis]} (mm)", fontsize=8)
         ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color=c, lw=1.5) for c in _ISODOSE_COLOURS]
     labels = [f"{p} % ({lv:.1f} Gy)" for p, lv in zip(ISODOSE_PERCENT, levels)]
@@ -184,7 +199,7 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
     labels += [s.name for s in patient.structures]
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
     figure.suptitle(title, fontsize=11)
-    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
+    figure.tight_layout(rect=(0, 0.1, 1, 0.95))
     return figure
 
 

@@ -1,4 +1,5 @@
-"""A small DICOM case for the review tests (see conftest.py): TG-119 C-shape at 4 mm, a synthetic dose, files."""
+"""A small DICOM case for the review tests (see conftest.py): TG-119 C-shape at 4 mm, a
+synthetic dose, and the files planner writes for them."""
 
 from __future__ import annotations
 

@@ -202,7 +202,8 @@ def resample(volume: torch.Tensor, source: Grid, target: Grid, fill: float) -> t
     return out
 
 
-def _dose_possible(patient: Patient) -> np.ndarray:
+def dose_possible_mask(patient: Patient) -> np.ndarray:
+    """Where dose may be: the possible-dose mask, else the external contour, else CT > -500 HU."""
     if patient.possible_dose_mask is not None:
         return patient.possible_dose_mask
     external = [s.mask for s in patient.structures if s.kind == "external"]
@@ -255,7 +256,7 @@ def predict_dose(patient: Patient, model: DoseUNet, dose_grid: Grid | None = Non
                            {organ: to_net(patient.structure(name).mask, 0.0)
                             for organ, name in organs.items()})
     dose = predict_inputs(model, inputs)
-    possible = torch.as_tensor(_dose_possible(patient), device=device)
+    possible = torch.as_tensor(dose_possible_mask(patient), device=device)
     if dose_grid != net:
         dose = resample(dose, net, dose_grid, 0.0)
     if dose_grid != patient.grid:

@@ -39,6 +39,7 @@ from planner.review.dvh import (
 from planner.review.figures import (
     ISODOSE_PERCENT,
     UNMET_COLOUR,
+    WASH_FROM,
     FluenceMap,
     dvh_figure,
     fluence_figure,
@@ -276,10 +277,9 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     conflicts = protocol_conflicts(patient, protocol) if protocol else ()
     colours = structure_colours([s.name for s in patient.structures])
 
-    images: list[tuple[str, bytes, str]] = []
-    images.append(("dvh.png", png_bytes(dvh_figure(dvhs, goals, colours=colours,
-                                                   reference_dose_gy=reference_dose_gy)),
-                   "Cumulative DVH with the clinical goals"))
+    dvh_image = ("dvh.png", png_bytes(dvh_figure(dvhs, goals, colours=colours,
+                                                 reference_dose_gy=reference_dose_gy)),
+                 "Cumulative DVH with the clinical goals")
     slice_images = []
     for stem, title, point in _slice_points(patient, dose, plan):
         figure = slice_figure(patient, dose, point, reference_dose_gy=reference_dose_gy,
@@ -322,7 +322,7 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                             "status"], rows, ["met" if g.met else "unmet" for g in goals]))
 
     body.append("<h2>Dose-volume histograms</h2>")
-    body.append(_img(*images[0][:2], images[0][2]))
+    body.append(_img(*dvh_image))
     body.append(_table(["structure", "volume (cc)", "Dmin (Gy)", "Dmean (Gy)", "Dmax (Gy)",
                         "D95 (Gy)", "D2 (Gy)", "D0.1cc (Gy)"],
                        [[_esc(s.name)] + [f"{v:.2f}" for v in (
@@ -331,7 +331,7 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
 
     body.append("<h2>Dose on the CT</h2>")
     body.append(f"<p>Isodose lines at {', '.join(map(str, ISODOSE_PERCENT))} % of "
-                f"{_esc(reference_text)}; colour-wash from {10} % up.</p>")
+                f"{_esc(reference_text)}; colour-wash from {100 * WASH_FROM:g} % up.</p>")
     body += [_img(name, data, title) for name, data, title in slice_images]
 
     body.append("<h2>Beams</h2>")
@@ -369,7 +369,7 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
             "<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
     with atomic_directory(out_dir, overwrite=overwrite) as folder:
-        for name, data, _ in images + slice_images + plan_images:
+        for name, data, _ in [dvh_image, *slice_images, *plan_images]:
             (folder / name).write_bytes(data)
         (folder / "dvh.csv").write_text(dvh_csv_text(dvhs), encoding="utf-8")
         (folder / REPORT_FILE).write_text(page, encoding="utf-8")

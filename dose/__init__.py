@@ -1,20 +1,27 @@
 """Physics: 6 MV photon beam model, geometry, ray tracing, beamlet and segment dose (numpy or cupy)."""
 
+from dose.beam_model import BeamModel, load_beam_model
 from dose.beams import Beam, BeamSet, beamlets_covering, coplanar_beams, equispaced_beams
+from dose.dij import DoseInfluence, compute_dij
 from dose.grid import Grid
 from dose.machine import Machine, load_machine
-from dose.segments import Segment, open_field, segments_fluence
+from dose.segments import Segment, open_field, segment_dose, segments_fluence
 
 __all__ = [
     "Beam",
+    "BeamModel",
     "BeamSet",
+    "DoseInfluence",
     "Grid",
     "Machine",
     "Segment",
     "beamlets_covering",
+    "compute_dij",
     "coplanar_beams",
     "equispaced_beams",
+    "load_beam_model",
     "load_machine",
     "open_field",
+    "segment_dose",
     "segments_fluence",
 ]

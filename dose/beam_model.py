@@ -247,7 +247,7 @@ def _transfer(rate_per_mm: float, k: np.ndarray) -> np.ndarray:
 
 def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
                    magnifications: np.ndarray, model: BeamModel, *,
-                   scatter_spacing_mm: float = 4.0) -> Planes:
+                   scatter_spacing_mm: float = 2.0) -> Planes:
     """Fluence blurred by the source and convolved with the lateral kernels, per magnification.
 
     The convolutions are products in the Fourier domain with the kernels' analytic transforms

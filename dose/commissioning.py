@@ -123,7 +123,7 @@ class WaterResult:
 def water_field(model: BeamModel, machine: Machine, field_mm: float, *,
                 depth_mm: np.ndarray | None = None, profile_depth_mm: float = 100.0,
                 profile_halfwidth_mm: float | None = None, fluence_spacing_mm: float = 1.0,
-                xp: object = np) -> WaterResult:
+                ssd_mm: float = SSD_MM, xp: object = np) -> WaterResult:
     """Central-axis depth dose and a profile of a square open field in a water phantom.
 
     The phantom is a density grid of water (40 cm deep, 30 cm wide plus the field) with its
@@ -142,6 +142,9 @@ def water_field(model: BeamModel, machine: Machine, field_mm: float, *,
     profile_halfwidth_mm : float, mm, optional
         Profile from -w to w every 0.5 mm; ``field_mm / 2 + 30`` by default.
     fluence_spacing_mm : float, mm
+    ssd_mm : float, mm
+        Source-surface distance; the field size is defined at the isocentre (SAD 1000 mm), so
+        at SSD 900 mm and 100 mm depth this is the isocentric set-up of output factors.
     xp : module
         ``numpy`` or ``cupy``.
     """
@@ -151,13 +154,13 @@ def water_field(model: BeamModel, machine: Machine, field_mm: float, *,
         profile_halfwidth_mm = field_mm / 2 + 30.0
     half_width = field_mm / 2 + 160.0
     spacing = (4.0, 1.0, 4.0)
-    # Gantry 0 looks along +y (LPS posterior): the surface is the plane y = 0 at 1000 mm from the
-    # source, the isocentre sits on it (SSD = SAD), voxel edges fall on the surface.
+    # Gantry 0 looks along +y (LPS posterior): the surface is the plane y = 0 at ``ssd_mm`` from
+    # the source, the isocentre is SAD - SSD below it, voxel edges fall on the surface.
     n_x = int(np.ceil(2 * half_width / spacing[2])) | 1
     density_grid = Grid((-spacing[0], spacing[1] / 2, -(n_x // 2) * spacing[2]), spacing,
                         (3, 400, n_x))
     density = xp.ones(density_grid.shape, dtype=xp.float32)
-    beam = Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0))
+    beam = Beam(0.0, 0.0, 0.0, (0.0, machine.sad_mm - ssd_mm, 0.0))
     segment = open_field(machine, (-field_mm / 2, field_mm / 2), (-field_mm / 2, field_mm / 2), 1.0)
     depth_step = float(depth_mm[1] - depth_mm[0])
     axis_grid = Grid((0.0, float(depth_mm[0]), 0.0), (1.0, depth_step, 1.0), (1, depth_mm.size, 1))

@@ -1,0 +1,87 @@
+"""Beamlet Dij against the final dose of apertures (same physics, independent code paths)."""
+
+import numpy as np
+import pytest
+
+from dose import Beam, BeamSet, Grid, compute_dij, load_beam_model, load_machine, open_field
+from dose.segments import Segment, segment_dose
+
+from gamma_index import gamma_pass_rate
+
+SPACING = 3.0
+
+
+def water_box(xp):
+    """A 200 x 200 mm (x, z) water block 240 mm deep (y), surface at y = 0, isocentre on it."""
+    density_grid = Grid((-98.0, 2.0, -98.0), (4.0, 4.0, 4.0), (50, 60, 50))
+    dose_grid = Grid((-60.0, 1.5, -60.0), (SPACING, SPACING, SPACING), (41, 70, 41))
+    return xp.ones(density_grid.shape, dtype=xp.float32), density_grid, dose_grid
+
+
+def beamlets(side_mm, width=5.0, gantry=0.0):
+    centres = np.arange(-side_mm / 2, side_mm / 2, width) + width / 2
+    u, v = np.meshgrid(centres, centres)
+    beam = Beam(gantry, 0.0, 0.0, (0.0, 0.0, 0.0))
+    return BeamSet((beam,), width, np.zeros(u.size, int), u.ravel(), v.ravel())
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_beam_model()
+
+
+def to_numpy(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+@pytest.mark.parametrize("side_mm", [100.0, 60.0])
+def test_open_field_sum_matches_segment_dose(xp, model, side_mm):
+    """Issue 3: the Dij summed over an open field's beamlets passes gamma 3 % (global) / 2 mm in
+    >= 98 % of the voxels above 10 % of the maximum of the aperture's final dose. The beamlets
+    cover 100 x 100 mm; the 60 x 60 mm field uses the central ones only."""
+    machine = load_machine()
+    density, density_grid, dose_grid = water_box(xp)
+    beamset = beamlets(100.0)
+    dij = compute_dij(density, density_grid, dose_grid, beamset, model)
+    inside = (np.abs(beamset.u_mm) < side_mm / 2) & (np.abs(beamset.v_mm) < side_mm / 2)
+    summed = to_numpy(dij.dose(xp.asarray(inside.astype(np.float32))))
+    field = open_field(machine, (-side_mm / 2, side_mm / 2), (-side_mm / 2, side_mm / 2), 1.0)
+    final = to_numpy(segment_dose(density, density_grid, dose_grid, [beamset.beams[0]], [[field]],
+                                  machine, model))
+    assert gamma_pass_rate(final, summed, dose_grid.spacing_mm) >= 0.98
+    assert dij.matrix.dtype == np.float32 and dij.matrix.shape == (dose_grid.size, 400)
+
+
+def test_beamlet_column_is_a_small_aperture(model):
+    """One Dij column equals the final dose of a beamlet-sized aperture within the truncation
+    radius: 3 % of the column's maximum (nearest 0.25 mm table pixel and magnification plane)."""
+    machine = load_machine()
+    density, density_grid, dose_grid = water_box(np)
+    beamset = beamlets(20.0)  # 16 beamlets; column 5 is centred at (-2.5, -2.5)
+    dij = compute_dij(density, density_grid, dose_grid, beamset, model, truncation_mm=20.0)
+    column = dij.matrix[:, 5].toarray().reshape(dose_grid.shape)
+    u, v = beamset.u_mm[5], beamset.v_mm[5]
+    leaves = np.tile([u - 2.5, u + 2.5], (machine.n_leaf_pairs, 1))
+    aperture = Segment((u - 2.5, u + 2.5), (v - 2.5, v + 2.5), leaves, 1.0)
+    final = segment_dose(density, density_grid, dose_grid, [beamset.beams[0]], [[aperture]],
+                         machine, model)
+    z, y, x = np.meshgrid(*dose_grid.axes_mm(), indexing="ij")
+    # Gantry 0, collimator 0: u = x, v = z at the isocentre plane (y = 0), scaled by divergence.
+    scale = 1000.0 / (1000.0 + y)
+    near = np.hypot(x * scale - u, z * scale - v) <= 15.0
+    np.testing.assert_allclose(column[near], final[near], atol=0.03 * final.max())
+    assert column[np.hypot(x * scale - u, z * scale - v) > 20.0 + 7.1].max() == 0.0
+    assert 0.0 < dij.dropped_fraction < 0.5
+
+
+def test_memory_grows_with_entries_not_grid(model):
+    """Doubling the grid (same voxels, wider margin of air-free water) keeps nnz per beamlet."""
+    density, density_grid, dose_grid = water_box(np)
+    beamset = beamlets(10.0)
+    small = compute_dij(density, density_grid, dose_grid, beamset, model, truncation_mm=10.0)
+    mask = np.zeros(dose_grid.shape, bool)
+    mask[:, :35, :] = True  # only the upper half of the depth: half the voxels along each ray
+    half = compute_dij(density, density_grid, dose_grid, beamset, model, truncation_mm=10.0,
+                       dose_mask=mask)
+    assert half.matrix.nnz == pytest.approx(small.matrix.nnz / 2, rel=0.05)
+    assert half.matrix[~mask.ravel()].nnz == 0

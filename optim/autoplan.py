@@ -7,9 +7,9 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
 2. **Goals** — one objective per clinical goal (a DVH point, a maximum, a mean), aimed a little
    inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
    more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
-   out (soft goals keep their starting weight here, so they cannot outbid a hard goal).
-3. **Sparing** — every organ goal (upper limit) is pushed below its achieved value, step by step,
-   with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
+   out. Soft goals are not in this step.
+3. **Sparing** — soft goals join. Every organ goal (upper limit) is pushed below its achieved
+   value, step by step, with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
    halved, and the trade-off that stopped progress is recorded.
 
@@ -221,7 +221,7 @@ FALLOFF_MM = 30.0          # ring: dose falls linearly from 100 % to 40 % of the
 FALLOFF_LOW = 0.4
 AIM_INSIDE = 0.03          # goal objectives aim 3 % inside the limit
 HARD_GROWTH, SOFT_GROWTH = 4.0, 2.0
-SPARING_STEP = 0.5         # first sparing step: aim at half the achieved value
+SPARING_STEP = 0.25        # first sparing step: aim 25 % below the achieved value
 
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
@@ -229,7 +229,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                        extra_objectives: Sequence[Objective] = (),
                        regularisers: Sequence[Objective] = (),
                        x0: np.ndarray | None = None, goal_rounds: int = 6,
-                       sparing_rounds: int = 6, iterations_per_step: int = 60,
+                       sparing_rounds: int = 6, iterations_per_step: int = 40,
                        rel_tol: float = 1e-4, time_limit_s: float | None = None,
                        progress: Callable[[str, Progress], None] | None = None) -> AutoPlanResult:
     """Optimise the fluence towards the goals in prioritised steps (see the module docstring).
@@ -327,16 +327,17 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # 1. coverage
     x, achieved = run("coverage", list(base), x)
 
-    # 2. hard goals, with weights that grow while a hard goal is unmet (soft goals stay at
-    # their starting weight here, so they cannot outbid a hard goal)
+    # 2. hard goals, with weights that grow while a hard goal is unmet
     def aim_inside(g: PlanGoal, value: float) -> float:
         return value * (1.0 - AIM_INSIDE) if g.bound == "max" else value * (1.0 + AIM_INSIDE)
 
-    weights = [GOAL_WEIGHT] * len(goals)
+    # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
+    # loses a hard goal is undone, so they can never outbid one.
+    weights = [GOAL_WEIGHT if g.hard else 0.0 for g in goals]
     aims = [aim_inside(g, g.limit) for g in goals]
 
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
-        return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights)]
+        return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
 
     def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
         """More weight on unmet goal ``i``, and its aim moved by the shortfall: the objective
@@ -365,6 +366,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
     # insisted on), and is undone if that fails. Each optimisation counts as a round.
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
+    weights = [w if g.hard else GOAL_WEIGHT for g, w in zip(goals, weights)]
     step = SPARING_STEP
     trade_off = ""
     round_ = 0

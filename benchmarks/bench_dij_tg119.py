@@ -9,6 +9,7 @@ Run: ``.venv/bin/python benchmarks/bench_dij_tg119.py [--device auto|cpu|cuda]
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -48,17 +49,19 @@ def main() -> None:
     mask = body.mask[centre_index[..., 0], centre_index[..., 1], centre_index[..., 2]]
     options = {} if args.truncation_mm is None else {"truncation_mm": args.truncation_mm}
     for _ in range(args.repeat):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         dij = compute_dij(density, grid, dose_grid, beamset, model,
                           dose_mask=to_device(mask, device), **options)
         if device == "cuda":
             import cupy
 
             cupy.cuda.Device().synchronize()
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         matrix = dij.matrix
         size_gb = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 1e9
-        print(f"device {device}: Dij {elapsed:.1f} s, {beamset.n_beamlets} beamlets, "
+        print(f"device {device}: Dij {elapsed:.1f} s wall ({cpu:.1f} s CPU over all threads; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
+              f"{beamset.n_beamlets} beamlets, "
               f"{dose_grid.shape} dose grid ({int(mask.sum())} body voxels), nnz {matrix.nnz:,}, "
               f"matrix {size_gb:.2f} GB, truncation {dij.truncation_mm} mm "
               f"(dropped {100 * dij.dropped_fraction:.1f} % of a beamlet's integral dose)")

@@ -26,7 +26,7 @@ import planner
 from dose.grid import Grid
 from dose.machine import load_machine
 from dose.segments import segments_fluence
-from planner.io._atomic import atomic_directory
+from planner.io._atomic import atomic_directory, check_writable
 from planner.io.rtplan import PlanBeam
 from planner.patient import Patient
 from planner.protocol import Protocol
@@ -252,6 +252,7 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     """
     plan = plan or ReviewPlan(label=patient.name)
     out_dir = Path(out_dir)
+    check_writable(out_dir, overwrite)  # before seconds of rendering, not after
     notes = []
     if dose_grid == patient.grid:
         dose = np.asarray(dose_gy, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""``planner evaluate-prediction DATA_DIR``: the OpenKBP dose and DVH scores, per patient and overall.
+"""``planner evaluate-prediction DATA_DIR``: OpenKBP dose and DVH scores, per patient and overall.
 
 torch is imported only when the network is used.
 """

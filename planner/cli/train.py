@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "each epoch (--resume continues it); the best model by validation dose "
                     "score is OUT/model.pt with its card OUT/model.json.")
     parser.add_argument("data_dir", metavar="DATA_DIR", type=Path,
-                        help="OpenKBP provided-data folder (holds train-pats/ and validation-pats/)")
+                        help="OpenKBP provided-data folder (with train-pats/, validation-pats/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model")
     parser.add_argument("--epochs", type=int, help="total epochs (default 100)")
     parser.add_argument("--base-channels", type=int, help="U-Net width (default 16)")

@@ -37,7 +37,8 @@ TARGET_SCALE_GY = 70.0
 CT_RANGE_HU = (-1000.0, 2000.0)
 CACHE_VERSION = 1
 _MASK_BIT = len(ROI_NAMES)  # bit of the possible-dose mask in the packed ROI volume
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "planner" / "openkbp"
+DEFAULT_CACHE = (Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                 / "planner" / "openkbp")
 
 
 def encode_inputs(hu: np.ndarray, target_doses_gy: Mapping[str, tuple[np.ndarray, float]],
@@ -85,7 +86,7 @@ class Case:
 
 
 def _source_stamp(folder: Path) -> list[list[str]]:
-    """Names, sizes and modification times of a patient's files: the cache is redone if they change."""
+    """Names, sizes and modification times of a patient's files (the cache is redone on change)."""
     return [[p.name, str(p.stat().st_size), str(p.stat().st_mtime_ns)]
             for p in sorted(folder.iterdir()) if p.is_file()]
 
@@ -123,7 +124,7 @@ def _cache_is_current(path: Path, folder: Path) -> bool:
 
 
 def patient_folders(data_dir: Path) -> list[Path]:
-    """The ``pt_*`` folders of an OpenKBP split folder in patient-number order (or the folder itself)."""
+    """The ``pt_*`` folders of an OpenKBP split folder by patient number (or the patient itself)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise InputError(f"{data_dir}: no such folder")

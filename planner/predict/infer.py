@@ -27,7 +27,8 @@ from planner.patient import Patient
 from planner.predict.data import encode_inputs
 from planner.predict.model import DoseUNet
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent.parent / "data" / "models" / "openkbp_unet.pt"
+DEFAULT_MODEL = (Path(__file__).resolve().parent.parent.parent / "data" / "models"
+                 / "openkbp_unet.pt")
 #: OpenKBP median voxel size (data README: slices 2.5 mm, pixels 3.9 mm), (dz, dy, dx) mm.
 NETWORK_SPACING_MM = (2.5, 3.906, 3.906)
 #: Voxel sizes seen in training (data README: pixels 1.95-5.42 mm, slices 1.5-3.3 mm); a 128^3
@@ -220,7 +221,8 @@ class DosePrediction:
     organs: dict[str, str]
 
 
-def predict_dose(patient: Patient, model: DoseUNet, dose_grid: Grid | None = None) -> DosePrediction:
+def predict_dose(patient: Patient, model: DoseUNet,
+                 dose_grid: Grid | None = None) -> DosePrediction:
     """Predict the dose of a head-and-neck plan for ``patient``.
 
     Parameters

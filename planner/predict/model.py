@@ -35,7 +35,7 @@ def depth_to_space(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 class _ConvBlock(nn.Sequential):
-    """Two 3^3 convolutions, each with group norm and leaky ReLU (group norm: batch size 1 works)."""
+    """Two 3^3 convolutions, each with group norm (works at batch size 1) and leaky ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         groups = max(1, out_channels // 8)
@@ -84,7 +84,8 @@ class DoseUNet(nn.Module):
             + [_ConvBlock(widths[i - 1], widths[i]) for i in range(1, levels)]
         )
         self.ups = nn.ModuleList(
-            [nn.ConvTranspose3d(widths[i], widths[i - 1], 2, stride=2) for i in range(levels - 1, 0, -1)]
+            [nn.ConvTranspose3d(widths[i], widths[i - 1], 2, stride=2)
+             for i in range(levels - 1, 0, -1)]
         )
         self.decoders = nn.ModuleList(
             [_ConvBlock(2 * widths[i - 1], widths[i - 1]) for i in range(levels - 1, 0, -1)]

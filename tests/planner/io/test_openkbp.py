@@ -1,4 +1,4 @@
-"""OpenKBP import: orientation from anatomy on real patients, exact values on hand-written folders."""
+"""OpenKBP import: orientation from anatomy on real patients, exact values on hand-made folders."""
 
 from __future__ import annotations
 
@@ -65,10 +65,12 @@ def test_tiny_folder_values_and_mapping(tiny: Path):
     assert p.hu[0, 127, 127] == 24.0 - 1024.0
     assert p.hu[60, 60, 60] == -1024.0  # unlisted = 0 = air
     assert np.count_nonzero(p.hu != -1024.0) == 3
-    assert [(s.name, s.kind) for s in p.structures] == [("SpinalCord", "organ"), ("PTV63", "target")]
+    assert [(s.name, s.kind) for s in p.structures] == [("SpinalCord", "organ"),
+                                                        ("PTV63", "target")]
     assert np.argwhere(p.structure("PTV63").mask).tolist() == [[123, 1, 2], [124, 1, 2]]
     assert np.argwhere(p.structure("SpinalCord").mask).tolist() == [[120, 5, 6]]
-    assert [(rx.target, rx.dose_gy, rx.fractions) for rx in p.prescriptions] == [("PTV63", 63.0, 35)]
+    assert [(rx.target, rx.dose_gy, rx.fractions)
+            for rx in p.prescriptions] == [("PTV63", 63.0, 35)]
     np.testing.assert_array_equal(p.possible_dose_mask, p.structure("PTV63").mask)
     assert p.density[124, 1, 2] > 1.0 and p.density[60, 60, 60] < 0.01
     dose = read_openkbp_dose(tiny)
@@ -134,7 +136,8 @@ def test_bad_header_and_voxel_dimensions(tiny: Path):
                                            ("validation-pats", None), ("test-pats", None)])
 def test_real_patient_orientation_from_anatomy(openkbp_dir: Path, split_patient):
     """Anatomy fixes the axes: cord posterior of mandible/larynx, brainstem superior of the cord,
-    left parotid at +x; the cord runs along z; the slice spacing is voxel_dimensions' third value."""
+    left parotid at +x; the cord runs along z; the slice spacing is voxel_dimensions' third
+    value."""
     split, name = split_patient
     folder = (openkbp_dir / split / name) if name else sorted((openkbp_dir / split).iterdir())[0]
     p = read_openkbp_patient(folder)

@@ -11,8 +11,9 @@ from planner.predict.train import TrainConfig
 
 @pytest.fixture
 def tiny() -> TrainConfig:
-    """4 channels, 3 levels, 64^3 crops, 2 patients (scored on the first): a few tenths of a second per step. The
-    step size 1e-2 suits so small a network (3e-3 lowered the error by only 16 % in 12 steps)."""
+    """4 channels, 3 levels, 64^3 crops, 2 patients (scored on the first): a few tenths of a
+    second per step. The step size 1e-2 suits so small a network (3e-3 lowered the error by
+    only 16 % in 12 steps)."""
     return TrainConfig(epochs=2, base_channels=4, levels=3, learning_rate=1e-2, crop=64,
                        limit_train=2, limit_val=1, seed=0)
 

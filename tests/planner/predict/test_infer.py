@@ -1,4 +1,5 @@
-"""Inference: resampling on analytic volumes, applicability, predictions on OpenKBP and other grids."""
+"""Inference: resampling on analytic volumes, applicability, predictions on OpenKBP and other
+grids."""
 
 from __future__ import annotations
 

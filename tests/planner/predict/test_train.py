@@ -1,4 +1,4 @@
-"""Training: the DVH-aware loss on hand values, a CI-sized run that lowers the error, exact resume."""
+"""Training: the DVH-aware loss on hand values, a CI-sized run lowering the error, exact resume."""
 
 from __future__ import annotations
 
@@ -64,11 +64,12 @@ def _split(openkbp_dir: Path):
 
 
 def test_short_run_lowers_error(openkbp_dir: Path, cache_dir: Path, tmp_path: Path, tiny):
-    """6 epochs of 2 steps on 2 patients lower the first one's dose score below that of the same network
-    before training (fixed seed 0 of the ``tiny`` fixture; not chosen)."""
+    """6 epochs of 2 steps on 2 patients lower the first one's dose score below that of the same
+    network before training (fixed seed 0 of the ``tiny`` fixture; not chosen)."""
     config = dataclasses.replace(tiny, epochs=6)
     train_dir, val_dir = _split(openkbp_dir)
-    cases = [load_case(p) for p in prepare_cache(patient_folders(val_dir)[: config.limit_val], cache_dir)]
+    folders = patient_folders(val_dir)[: config.limit_val]
+    cases = [load_case(p) for p in prepare_cache(folders, cache_dir)]
     torch.manual_seed(config.seed)
     untrained = DoseUNet(len(CHANNELS), config.base_channels, config.levels)
     before, _ = overall_scores(score_cases(untrained, cases))

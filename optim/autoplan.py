@@ -201,15 +201,15 @@ def _goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
     return cls(idx, goal.parameter, min(max(aim, 0.0), 1.0), weight)
 
 
-def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any, Callable[[Any], Any]]:
-    """Rows of ``D`` that some index array uses, and a map from old to new row numbers."""
+def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
+    """The rows of ``D`` that some index array uses, and a map from old to new row numbers."""
     xp = array_module(D)
     rows = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
 
     def remap(indices: Any) -> Any:
         return xp.searchsorted(rows, xp.asarray(indices))
 
-    return D[rows], rows, remap
+    return D[rows], remap
 
 
 # Defaults of the scheme, the same for every case (no per-case tuning): see the module docstring.
@@ -273,7 +273,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     used = ([t.indices for t in targets] + [g.indices for g in goals]
             + [g.objective_indices for g in goals if g.objective_indices is not None] + extra_idx
             + ([normal_tissue.indices] if normal_tissue is not None else []))
-    Dr, rows, remap = _restrict(D, used)
+    Dr, remap = _restrict(D, used)
     targets = [replace(t, indices=remap(t.indices)) for t in targets]
     goals = [replace(g, indices=remap(g.indices),
                      objective_indices=None if g.objective_indices is None

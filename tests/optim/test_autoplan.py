@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from optim.objectives import DoseMimicking
 from optim.autoplan import (
     NormalTissue, PlanGoal, TargetDose, evaluate_goal, evaluate_goals, plan_automatically,
 )
@@ -122,3 +123,22 @@ def test_evaluate_goal_units_and_margins():
     assert d.met and d.value == 6.0
     with pytest.raises(ValueError, match="lower limit on a mean"):
         PlanGoal("x", idx, "mean_dose", 0.0, "min", 1.0)
+
+
+def test_dose_mimicking_extra_objective_stays_aligned(toy):
+    """A reference dose on voxels given in a scrambled order is followed voxel by voxel: the
+    restriction of D to the used rows must carry each reference value with its voxel."""
+    D, target, core, ring = toy
+    t = np.flatnonzero(target)
+    first = plan_automatically(D, [TargetDose("PTV", t, 50.0)], tg119_goals(target, core),
+                               normal_tissue=ring, sparing_rounds=0)
+    reference = D @ first.x
+    voxels = np.random.default_rng(0).permutation(np.flatnonzero(~target))[:500]
+    mimic = DoseMimicking(voxels, reference[voxels], weight=1000.0)
+    again = plan_automatically(D, [TargetDose("PTV", t, 50.0)], tg119_goals(target, core),
+                               normal_tissue=ring, extra_objectives=[mimic], sparing_rounds=0,
+                               x0=first.x * 0.5)
+    dose = D @ again.x
+    # Started at half the reference (mean error 8.6 Gy), pulled back to it: within 1 Gy on
+    # average (0.002 Gy in development; the same reference reversed in order leaves 5.4 Gy).
+    assert np.abs(dose[voxels] - reference[voxels]).mean() < 1.0

@@ -49,8 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--levels", type=int, help="U-Net levels (default 5)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 5e-4)")
     parser.add_argument("--crop", type=int,
-                        help="side of random training cubes, multiple of 32; 0: whole volumes "
-                             "(default 96)")
+                        help="side of random training cubes, a multiple of 2**levels; "
+                             "0: whole volumes (default 96)")
     parser.add_argument("--dvh-weight", type=float, help="weight of the DVH term (default 1)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--limit-train", type=int, default=None,

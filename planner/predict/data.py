@@ -190,7 +190,7 @@ def augment(case: Case, rng: np.random.Generator, crop: int | None) -> Case:
     """A randomly mirrored (left-right, 50 %) and cropped copy of ``case`` for training.
 
     The mirror swaps the parotids; it is faithful because the OpenKBP plans' 9 beams
-    (0, 40, ..., 320 deg) are themselves mirror-symmetric. ``crop`` (a multiple of 32, or None)
+    (0, 40, ..., 320 deg) are themselves mirror-symmetric. ``crop`` (a multiple of 2 ** levels)
     takes a cube of that side centred on a random voxel of the possible-dose mask (clamped to the
     volume), which also shifts the anatomy in the network's view.
     """

@@ -48,7 +48,7 @@ class TrainConfig:
     epochs : total epochs (a resumed run continues up to this number)
     base_channels, levels : network size (:class:`DoseUNet`)
     learning_rate : Adam step size
-    crop : side of the random training cubes (multiple of 32), None for whole 128^3 volumes
+    crop : side of the random training cubes (a multiple of 2 ** levels), None for whole volumes
     dvh_weight : weight of the DVH term of the loss (module docstring)
     seed : seeds torch, numpy and Python's random (weights, patient order, augmentation)
     limit_train, limit_val : use only the first N patients of each split (None: all)
@@ -153,8 +153,9 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
     if resume:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         config = dataclasses.replace(TrainConfig(**saved["config"]), epochs=config.epochs)
-    if config.crop is not None and config.crop % 32:
-        raise InputError(f"--crop: must be a multiple of 32, got {config.crop}")
+    if config.crop is not None and config.crop % 2**config.levels:
+        raise InputError(f"--crop: must be a multiple of {2**config.levels} (2 ** levels), "
+                         f"got {config.crop}")
     torch_dev = torch_device(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)

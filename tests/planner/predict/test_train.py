@@ -104,5 +104,6 @@ def test_resume_continues_exactly(openkbp_dir: Path, cache_dir: Path, tmp_path: 
 
 
 def test_bad_crop(openkbp_dir: Path, cache_dir: Path, tmp_path: Path):
-    with pytest.raises(InputError, match="--crop: must be a multiple of 32, got 48"):
+    with pytest.raises(InputError, match=r"--crop: must be a multiple of 32 \(2 \*\* levels\), "
+                                         r"got 48"):
         train(*_split(openkbp_dir), tmp_path, TrainConfig(crop=48), cache_dir=cache_dir)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 
 from optim.autoplan import PlanGoal
 from planner.errors import InputError
@@ -363,8 +362,7 @@ def plan_goal(protocol: Protocol, goal: Goal, indices: Any, voxel_volume_cc: flo
         Overlap-resolved voxels for the objective.
     """
     ref = protocol.reference_dose_gy(goal.structure)
-    n = int(np.asarray(indices).shape[0]) if not hasattr(indices, "get") else int(indices.shape[0])
-    structure_cc = n * voxel_volume_cc
+    structure_cc = int(indices.shape[0]) * voxel_volume_cc
 
     def to_gy(v: float, unit: str | None) -> float:
         return v * ref / 100.0 if unit == "%" else v

@@ -180,11 +180,27 @@ def _stack_blocks(entries: dict[int, tuple[Any, Any, Any]], beamset: BeamSet, n_
         count = counts[b]
         rows = xp.flatnonzero(count)
         local_start = xp.cumsum(count[rows]) - count[rows]  # first entry of each row in values
-        dest = xp.repeat(free[rows] - local_start, count[rows]) + xp.arange(values.size)
+        dest = _repeat(free[rows] - local_start, count[rows], xp) + xp.arange(values.size)
         data[dest] = values
         indices[dest] = columns + int(beamset.beamlets_of(b)[0])
         free += count
+    if nnz < 2**31:  # cuSPARSE wants int32 row pointers; scipy keeps them smaller too
+        indptr = indptr.astype(xp.int32)
     return sparse.csr_matrix((data, indices, indptr), shape=(n_rows, beamset.n_beamlets))
+
+
+def _repeat(values: Any, counts: Any, xp: Any) -> Any:
+    """``values[i]`` repeated ``counts[i]`` times (cupy.repeat takes no array of counts)."""
+    if xp is np:
+        return np.repeat(values, counts)
+    return _repeat_by_search(values, counts, xp)
+
+
+def _repeat_by_search(values: Any, counts: Any, xp: Any) -> Any:
+    """:func:`_repeat` for any array module: each output slot finds its owner by binary search."""
+    ends = xp.cumsum(counts)
+    owner = xp.searchsorted(ends, xp.arange(int(ends[-1]) if ends.size else 0), side="right")
+    return values[owner]
 
 
 def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, width: float, radius: float,

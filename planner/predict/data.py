@@ -67,14 +67,15 @@ def encode_inputs(hu: np.ndarray, target_doses_gy: Mapping[str, tuple[np.ndarray
 
 @dataclass(frozen=True)
 class Case:
-    """One preprocessed OpenKBP patient, on the 128^3 ``[z, y, x]`` grid.
+    """One preprocessed OpenKBP patient, on the 128^3 ``[z, y, x]`` grid (or a crop of it).
 
-    ``inputs`` (9, 128, 128, 128) float32; ``dose_gy`` (128, 128, 128) float32, Gy;
-    ``possible_dose_mask`` bool; ``rois`` the ROI masks present; ``voxel_volume_mm3``.
+    ``hu`` float32, HU; ``dose_gy`` float32, Gy; ``possible_dose_mask`` bool; ``rois`` the ROI
+    masks present; ``voxel_volume_mm3``. The network inputs are built on demand
+    (:meth:`inputs`), after any crop, since building them costs more than reading the case.
     """
 
     name: str
-    inputs: np.ndarray = field(repr=False)
+    hu: np.ndarray = field(repr=False)
     dose_gy: np.ndarray = field(repr=False)
     possible_dose_mask: np.ndarray = field(repr=False)
     rois: dict[str, np.ndarray] = field(repr=False)
@@ -83,6 +84,11 @@ class Case:
     @property
     def targets(self) -> tuple[str, ...]:
         return tuple(name for name in self.rois if name in TARGET_DOSE_GY)
+
+    def inputs(self) -> np.ndarray:
+        """The network inputs ``(9, *shape)`` float32 (:func:`encode_inputs`)."""
+        return encode_inputs(self.hu, {n: (self.rois[n], TARGET_DOSE_GY[n]) for n in self.targets},
+                             {n: m for n, m in self.rois.items() if n in OAR_NAMES})
 
 
 def _source_stamp(folder: Path) -> list[list[str]]:
@@ -162,27 +168,24 @@ def prepare_cache(folders: Sequence[Path], cache_dir: Path,
 
 
 def load_case(path: Path) -> Case:
-    """A cached patient as network inputs, reference dose and masks."""
+    """A cached patient: CT, reference dose and masks."""
     with np.load(path) as z:
         hu = z["hu"].astype(np.float32)
         bits = z["bits"]
         dose = z["dose"]
         spacing = z["spacing_mm"]
-    rois = {name: (bits >> np.uint16(i) & 1).astype(bool) for i, name in enumerate(ROI_NAMES)}
-    rois = {name: mask for name, mask in rois.items() if mask.any()}
-    targets = {name: (rois[name], TARGET_DOSE_GY[name]) for name in rois if name in TARGET_DOSE_GY}
-    oars = {name: rois[name] for name in rois if name in OAR_NAMES}
+    rois = {name: (bits & np.uint16(1 << i)) != 0 for i, name in enumerate(ROI_NAMES)}
     return Case(
         name=Path(path).stem,
-        inputs=encode_inputs(hu, targets, oars),
+        hu=hu,
         dose_gy=dose,
-        possible_dose_mask=(bits >> np.uint16(_MASK_BIT) & 1).astype(bool),
-        rois=rois,
+        possible_dose_mask=(bits & np.uint16(1 << _MASK_BIT)) != 0,
+        rois={name: mask for name, mask in rois.items() if mask.any()},
         voxel_volume_mm3=float(np.prod(spacing)),
     )
 
 
-#: Channel and ROI swaps of a left-right mirror image.
+#: ROI names swapped by a left-right mirror image.
 _MIRROR = {"LeftParotid": "RightParotid", "RightParotid": "LeftParotid"}
 
 
@@ -194,12 +197,9 @@ def augment(case: Case, rng: np.random.Generator, crop: int | None) -> Case:
     takes a cube of that side centred on a random voxel of the possible-dose mask (clamped to the
     volume), which also shifts the anatomy in the network's view.
     """
-    inputs, dose, mask, rois = case.inputs, case.dose_gy, case.possible_dose_mask, case.rois
+    hu, dose, mask, rois = case.hu, case.dose_gy, case.possible_dose_mask, case.rois
     if rng.random() < 0.5:
-        inputs = inputs[..., ::-1]
-        order = [CHANNELS.index(_MIRROR.get(c, c)) for c in CHANNELS]
-        inputs = inputs[order]
-        dose, mask = dose[..., ::-1], mask[..., ::-1]
+        hu, dose, mask = hu[..., ::-1], dose[..., ::-1], mask[..., ::-1]
         rois = {_MIRROR.get(n, n): m[..., ::-1] for n, m in rois.items()}
     if crop is not None and crop < dose.shape[0]:
         # centred on a random voxel where dose is possible, so that no step is spent on air
@@ -208,8 +208,8 @@ def augment(case: Case, rng: np.random.Generator, crop: int | None) -> Case:
                   else tuple(n // 2 for n in mask.shape))
         start = [min(max(int(c) - crop // 2, 0), n - crop) for c, n in zip(centre, dose.shape)]
         window = tuple(slice(s, s + crop) for s in start)
-        inputs, dose, mask = inputs[(slice(None), *window)], dose[window], mask[window]
+        hu, dose, mask = hu[window], dose[window], mask[window]
         rois = {n: m[window] for n, m in rois.items()}
-    return Case(case.name, np.ascontiguousarray(inputs), np.ascontiguousarray(dose),
+    return Case(case.name, np.ascontiguousarray(hu), np.ascontiguousarray(dose),
                 np.ascontiguousarray(mask), {n: np.ascontiguousarray(m) for n, m in rois.items()},
                 case.voxel_volume_mm3)

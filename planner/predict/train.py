@@ -105,7 +105,7 @@ def score_cases(model: DoseUNet, cases: list[Case]) -> list[PatientScores]:
     model.eval()
     scores = []
     for case in cases:
-        predicted = predict_inputs(model, case.inputs).cpu().numpy()
+        predicted = predict_inputs(model, case.inputs()).cpu().numpy()
         scores.append(score_patient(case.name, case.dose_gy, predicted, case.possible_dose_mask,
                                     case.rois, case.targets, case.voxel_volume_mm3))
     return scores
@@ -114,7 +114,7 @@ def score_cases(model: DoseUNet, cases: list[Case]) -> list[PatientScores]:
 def _train_step(model: DoseUNet, optimiser: torch.optim.Optimizer, case: Case,
                 device: torch.device, dvh_weight: float) -> float:
     model.train()
-    x = torch.from_numpy(case.inputs).to(device)[None]
+    x = torch.from_numpy(case.inputs()).to(device)[None]
     reference = torch.from_numpy(case.dose_gy).to(device)
     mask = torch.from_numpy(case.possible_dose_mask).to(device)
     if not bool(mask.any()):

@@ -35,28 +35,29 @@ def test_loss_hand_values():
     assert float(dvh_aware_loss(reference + 2, reference, mask, [empty], 1.0)) == pytest.approx(2)
 
 
-def _case(mirror_value: float = 1.0) -> Case:
+def _case() -> Case:
     shape = (32, 32, 32)
-    inputs = np.zeros((len(CHANNELS), *shape), np.float32)
     left = np.zeros(shape, bool)
     left[..., 28:] = True  # +x is patient left
-    inputs[CHANNELS.index("LeftParotid")] = left
-    dose = np.where(left, mirror_value, 0.0).astype(np.float32)
-    return Case("c", inputs, dose, np.ones(shape, bool), {"LeftParotid": left}, 1.0)
+    dose = np.where(left, 1.0, 0.0).astype(np.float32)
+    return Case("c", np.zeros(shape, np.float32), dose, np.ones(shape, bool),
+                {"LeftParotid": left}, 1.0)
 
 
 def test_augment_mirror_swaps_parotids():
     case = _case()
+    assert case.inputs()[CHANNELS.index("LeftParotid")][..., 28:].all()
     mirrored = [augment(case, np.random.default_rng(seed), None) for seed in range(8)]
     flipped = [m for m in mirrored if "RightParotid" in m.rois]
     assert 0 < len(flipped) < 8  # about half of them, for a fixed set of seeds
     m = flipped[0]
     assert m.rois["RightParotid"][..., :4].all() and not m.rois["RightParotid"][..., 4:].any()
-    assert m.inputs[CHANNELS.index("RightParotid")][..., :4].all()
-    assert not m.inputs[CHANNELS.index("LeftParotid")].any()
+    inputs = m.inputs()
+    assert inputs[CHANNELS.index("RightParotid")][..., :4].all()
+    assert not inputs[CHANNELS.index("LeftParotid")].any()
     assert m.dose_gy[..., :4].all() and not m.dose_gy[..., 4:].any()
     cropped = augment(case, np.random.default_rng(0), 16)
-    assert cropped.inputs.shape == (9, 16, 16, 16) and cropped.dose_gy.shape == (16, 16, 16)
+    assert cropped.inputs().shape == (9, 16, 16, 16) and cropped.dose_gy.shape == (16, 16, 16)
 
 
 def _split(openkbp_dir: Path):

@@ -9,10 +9,10 @@ device, so the same code serves the CPU and a CUDA GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
 from planner.io.openkbp import OAR_NAMES, OPENKBP_SHAPE
 from planner.patient import Patient
+from planner.protocol import map_structures, read_protocol
 from planner.predict.data import encode_inputs
 from planner.predict.model import DoseUNet
 
@@ -38,15 +39,6 @@ TRAINED_SLICE_MM = (1.5, 3.3)
 #: Prescriptions around those of the training data (56-70 Gy); outside, the model extrapolates.
 SUPPORTED_RX_GY = (40.0, 80.0)
 BODY_HU = -500.0
-_ALIASES = {
-    "Brainstem": ("brainstem",),
-    "SpinalCord": ("spinalcord", "cord"),
-    "RightParotid": ("rightparotid", "parotidr", "rparotid", "parotidrt", "parotidright"),
-    "LeftParotid": ("leftparotid", "parotidl", "lparotid", "parotidlt", "parotidleft"),
-    "Esophagus": ("esophagus", "oesophagus"),
-    "Larynx": ("larynx",),
-    "Mandible": ("mandible", "mandibula"),
-}
 
 
 def torch_device(device: str) -> torch.device:
@@ -102,21 +94,18 @@ def predict_inputs(model: DoseUNet, inputs: np.ndarray | torch.Tensor) -> torch.
         return model(x)[0, 0].clamp_min(0.0)
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def openkbp_organs(patient: Patient) -> dict[str, str]:
-    """Map OpenKBP organ names to the patient's structure names that match them (by alias)."""
-    found: dict[str, str] = {}
-    for s in patient.structures:
-        if s.kind != "organ":
-            continue
-        key = _normalise(s.name)
-        for organ, aliases in _ALIASES.items():
-            if key in aliases and organ not in found:
-                found[organ] = s.name
-    return found
+    """Map OpenKBP organ names to the patient's organ structures that stand for them.
+
+    Names are matched as the head-and-neck protocol matches them
+    (:func:`planner.protocol.map_structures` with ``data/protocols/head_and_neck.toml``, whose
+    structures carry the OpenKBP names): its synonyms, then the same words in any spelling.
+    """
+    # Without goals no structure is required, so the matcher reports instead of raising.
+    names_only = dataclasses.replace(read_protocol("head_and_neck"), goals=())
+    organs = [s.name for s in patient.structures if s.kind == "organ"]
+    mapping = map_structures(names_only, organs).mapping
+    return {organ: name for organ, name in mapping.items() if organ in OAR_NAMES}
 
 
 def _prescribed_targets(patient: Patient) -> dict[str, float]:

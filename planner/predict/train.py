@@ -50,7 +50,9 @@ class TrainConfig:
     learning_rate : Adam step size
     crop : side of the random training cubes (a multiple of 2 ** levels), None for whole volumes
     dvh_weight : weight of the DVH term of the loss (module docstring)
-    seed : seeds torch, numpy and Python's random (weights, patient order, augmentation)
+    seed : seeds torch, numpy and Python's random (weights, patient order, augmentation); on the
+        CPU a run is bit-reproducible, on CUDA cuDNN is set deterministic but some torch kernels
+        (e.g. the sort's backward) may still differ in the last bits
     limit_train, limit_val : use only the first N patients of each split (None: all)
     """
 

@@ -160,7 +160,8 @@ def read_openkbp_patient(folder: Path) -> Patient:
     Patient
         On a 128^3 grid centred on (0, 0, 0) mm (module docstring: orientation). HU are the
         OpenKBP values clipped to [0, 4095] minus 1024; targets PTV70/63/56 with prescriptions of
-        70/63/56 Gy in 35 fractions for those present; ``possible_dose_mask`` None if absent.
+        70/63/56 Gy in 35 fractions for those present (an ROI file listing no voxel counts as
+        absent); ``possible_dose_mask`` None if absent.
 
     Raises
     ------
@@ -178,9 +179,10 @@ def read_openkbp_patient(folder: Path) -> Patient:
     structures = []
     for name in ROI_NAMES:
         path = _find(folder, name)
-        if path is not None:
+        mask = None if path is None else _mask(path)
+        if mask is not None and mask.any():  # a file listing no voxel: not contoured
             kind = "target" if name in TARGET_DOSE_GY else "organ"
-            structures.append(Structure(name, kind, _mask(path)))
+            structures.append(Structure(name, kind, mask))
     prescriptions = tuple(Prescription(s.name, TARGET_DOSE_GY[s.name], FRACTIONS)
                           for s in structures if s.kind == "target")
     mask_path = _find(folder, "possible_dose_mask")

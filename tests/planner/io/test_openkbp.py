@@ -94,6 +94,13 @@ def test_dose_write_read_round_trip(tiny: Path, tmp_path: Path):
         write_openkbp_dose(tmp_path / "out.csv", dose)
 
 
+def test_empty_roi_file_is_absent(tiny: Path):
+    _write(tiny, "PTV70", [])
+    p = read_openkbp_patient(tiny)
+    assert "PTV70" not in [s.name for s in p.structures]
+    assert [rx.target for rx in p.prescriptions] == ["PTV63"]
+
+
 def test_no_dose_gives_none(tiny: Path):
     (tiny / "dose.csv").unlink()
     assert read_openkbp_dose(tiny) is None

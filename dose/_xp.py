@@ -46,3 +46,21 @@ def to_device(array: Any, device: str) -> Any:
     if cupy is not None and isinstance(array, cupy.ndarray):
         return cupy.asnumpy(array)
     return np.asarray(array)
+
+
+def ndimage_module(xp: ModuleType) -> ModuleType:
+    """``scipy.ndimage`` for numpy, ``cupyx.scipy.ndimage`` for cupy."""
+    if xp is np:
+        from scipy import ndimage
+    else:
+        from cupyx.scipy import ndimage
+    return ndimage
+
+
+def sparse_module(xp: ModuleType) -> ModuleType:
+    """``scipy.sparse`` for numpy, ``cupyx.scipy.sparse`` for cupy."""
+    if xp is np:
+        import scipy.sparse as sparse
+    else:
+        import cupyx.scipy.sparse as sparse
+    return sparse

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dose._xp import array_module
+from dose._xp import array_module, ndimage_module
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_BEAM_MODEL = DATA_DIR / "beam_model" / "generic_6mv.toml"
@@ -146,14 +146,21 @@ def calibrated(model: BeamModel) -> BeamModel:
     spacing = 1.0
     half = CALIBRATION_FIELD_MM / 2
     edges = np.arange(-half - REACH_MM, half + REACH_MM + spacing / 2, spacing)
-    open_1d = np.clip(np.minimum(edges[1:], half) - np.maximum(edges[:-1], -half), 0, None) / spacing
-    planes = lateral_planes(np.outer(open_1d, open_1d), spacing, edges[0], edges[0],
+    planes = lateral_planes(centred_square(edges, half), spacing, edges[0], edges[0],
                             np.array([(sad + depth) / sad]), model)
     t = np.array([sad + depth])
     primary_conv, scatter_conv = sample_planes(planes, t, np.zeros(1), np.zeros(1), sad)
     primary, scatter = depth_terms(model, np.array([depth]))
     per_mu = (sad / t[0]) ** 2 * (primary[0] * primary_conv[0] + scatter[0] * scatter_conv[0])
     return replace(model, gy_per_mu=CALIBRATION_GY_PER_MU / float(per_mu))
+
+
+def centred_square(edges_mm: np.ndarray, half_mm: float) -> np.ndarray:
+    """Open fraction of each pixel of a square ``[-half, half]^2`` on a grid with these pixel
+    edges (the same along u and v), ``(n, n)``: a 1 MU square field's fluence."""
+    open_1d = np.clip(np.minimum(edges_mm[1:], half_mm) - np.maximum(edges_mm[:-1], -half_mm),
+                      0, None) / np.diff(edges_mm)
+    return np.outer(open_1d, open_1d)
 
 
 def depth_terms(model: BeamModel, depth_mm: Any) -> tuple[Any, Any]:
@@ -241,7 +248,7 @@ class Planes:
 
 
 def _transfer(rate_per_mm: float, k: np.ndarray) -> np.ndarray:
-    """2-D Fourier transform of ``b exp(-b r) / (2 pi r)`` (a Hankel pair: ``b / sqrt(b^2 + k^2)``)."""
+    """2-D Fourier transform of ``b exp(-b r) / (2 pi r)``, ``b / sqrt(b^2 + k^2)`` (Hankel)."""
     return rate_per_mm / np.sqrt(rate_per_mm**2 + k**2)
 
 
@@ -331,7 +338,7 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     primary, scatter : (n,) float32 arrays, MU (0 outside the maps)
     """
     xp = array_module(planes.primary)
-    ndimage = _ndimage(xp)
+    ndimage = ndimage_module(xp)
     m = planes.magnifications
     m_index = (t_mm / sad_mm - m[0]) / (m[1] - m[0]) if m.size > 1 else 0.0 * t_mm
     values = []
@@ -341,15 +348,6 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
                            (u_mm - planes.u0_mm) / spacing - 0.5]).astype(xp.float32)
         values.append(ndimage.map_coordinates(array, coords, order=1, mode="constant", cval=0.0))
     return values[0], values[1]
-
-
-def _ndimage(xp: Any) -> Any:
-    """scipy.ndimage for numpy, cupyx.scipy.ndimage for cupy."""
-    if xp is np:
-        from scipy import ndimage
-    else:
-        from cupyx.scipy import ndimage
-    return ndimage
 
 
 def _fast_len(n: int) -> int:

@@ -120,7 +120,8 @@ def beamlets_covering(beams: Sequence[Beam], target_mask: np.ndarray, grid: Grid
     offsets = np.linspace(-reach, reach, steps + 1)
     beam_index, u_all, v_all = [], [], []
     for b, beam in enumerate(beams):
-        u, v, _ = project_to_beam(points, beam.rotation(), np.asarray(beam.isocenter_xyz_mm), sad_mm)
+        u, v, _ = project_to_beam(points, beam.rotation(), np.asarray(beam.isocenter_xyz_mm),
+                                  sad_mm)
         keys = []
         for du in offsets:
             iu = np.floor((u + du) / beamlet_size_mm).astype(np.int64)

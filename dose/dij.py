@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from dose._xp import array_module
-from dose.beam_model import BeamModel, depth_terms, lateral_planes, magnification_planes
+from dose._xp import array_module, ndimage_module, sparse_module, to_device
+from dose.beam_model import (BeamModel, centred_square, depth_terms, lateral_planes,
+                             magnification_planes)
 from dose.beams import BeamSet
 from dose.grid import Grid
 from dose.raytrace import LATERAL_STEP_MM, STEP_MM, beam_voxels
@@ -74,15 +75,14 @@ def beamlet_table(model: BeamModel, beamlet_size_mm: float, reach_mm: float,
     h = beamlet_size_mm / max(1, round(beamlet_size_mm / TABLE_SPACING_MM))
     n = 2 * int(np.ceil(reach_mm / h)) + 2  # even: pixel edges at 0 and at +-width/2
     edges = (np.arange(n + 1) - n / 2) * h
-    half = beamlet_size_mm / 2
-    open_1d = np.clip(np.minimum(edges[1:], half) - np.maximum(edges[:-1], -half), 0, None) / h
-    planes = lateral_planes(xp.asarray(np.outer(open_1d, open_1d)), h, edges[0], edges[0],
+    planes = lateral_planes(xp.asarray(centred_square(edges, beamlet_size_mm / 2)), h, edges[0],
+                            edges[0],
                             magnifications, model)
     centres = xp.asarray((0.5 * (edges[1:] + edges[:-1]) - edges[0]) / (h * planes.scatter_factor)
                          - 0.5)
     coords = xp.stack(xp.meshgrid(centres, centres, indexing="ij")).reshape(2, -1)
     table = xp.empty((magnifications.size, n, n), dtype=xp.complex64)
-    ndimage = _ndimage(xp)
+    ndimage = ndimage_module(xp)
     for index in range(magnifications.size):
         scatter = ndimage.map_coordinates(planes.scatter[index], coords, order=1, mode="nearest")
         table[index] = planes.primary[index] + 1j * scatter.reshape(n, n)
@@ -167,7 +167,7 @@ def _stack_blocks(entries: dict[int, tuple[Any, Any, Any]], beamset: BeamSet, n_
     Row ``i`` of the result is beam 0's entries of row ``i``, then beam 1's, ...: every entry is
     written straight to its place (linear time, no sort and no COO detour).
     """
-    sparse = _sparse(xp)
+    sparse = sparse_module(xp)
     counts = {b: xp.asarray(c, dtype=xp.int64) for b, (_, _, c) in entries.items()}
     total = sum(counts.values()) if counts else xp.zeros(n_rows, dtype=xp.int64)
     indptr = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(total)])
@@ -288,8 +288,7 @@ def _dropped_fraction(model: BeamModel, width: float, radius: float, xp: Any) ->
     depth = 100.0
     magnifications = np.array([1.0 + depth / 1000.0, 1.0 + depth / 1000.0 + 0.025])
     table, u0, h = beamlet_table(model, width, radius + h_margin(width), magnifications, xp)
-    plane = table[0]
-    plane = plane.get() if hasattr(plane, "get") else np.asarray(plane)
+    plane = to_device(table[0], "cpu")
     primary, scatter = depth_terms(model, np.array([depth]))
     centres = u0 + h * (np.arange(plane.shape[0]) + 0.5)
     inside = np.hypot(centres[:, None], centres[None, :]) <= radius
@@ -302,20 +301,3 @@ def h_margin(width: float) -> float:
     """How far the table reaches beyond the truncation radius: a voxel's cell may lie up to a
     cell diagonal beyond it."""
     return width * np.sqrt(2.0) + 1.0
-
-
-def _ndimage(xp: Any) -> Any:
-    if xp is np:
-        from scipy import ndimage
-    else:
-        from cupyx.scipy import ndimage
-    return ndimage
-
-
-def _sparse(xp: Any) -> Any:
-    """scipy.sparse for numpy, cupyx.scipy.sparse for cupy."""
-    if xp is np:
-        import scipy.sparse as sparse
-    else:
-        import cupyx.scipy.sparse as sparse
-    return sparse

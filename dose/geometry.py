@@ -35,7 +35,8 @@ def _rot_z(angle_deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def patient_to_beam_matrix(gantry_deg: float, collimator_deg: float, couch_deg: float) -> np.ndarray:
+def patient_to_beam_matrix(gantry_deg: float, collimator_deg: float, couch_deg: float
+                           ) -> np.ndarray:
     """Rotation taking patient LPS offsets from the isocentre to beam-limiting-device coordinates.
 
     Parameters
@@ -46,7 +47,7 @@ def patient_to_beam_matrix(gantry_deg: float, collimator_deg: float, couch_deg: 
     Returns
     -------
     (3, 3) float array
-        ``b = R @ (p - iso)`` with ``p`` in LPS ``(x, y, z)`` mm and ``b`` in ``(X_b, Y_b, Z_b)`` mm.
+        ``b = R @ (p - iso)`` with ``p`` in LPS ``(x, y, z)`` and ``b`` in ``(X_b, Y_b, Z_b)``, mm.
     """
     support_to_fixed = _rot_z(couch_deg)
     fixed_to_gantry = _rot_y(gantry_deg).T
@@ -55,7 +56,8 @@ def patient_to_beam_matrix(gantry_deg: float, collimator_deg: float, couch_deg: 
 
 
 def source_position_xyz_mm(gantry_deg: float, collimator_deg: float, couch_deg: float,
-                           isocenter_xyz_mm: tuple[float, float, float], sad_mm: float) -> np.ndarray:
+                           isocenter_xyz_mm: tuple[float, float, float], sad_mm: float
+                           ) -> np.ndarray:
     """Position of the source in patient LPS coordinates ``(x, y, z)``, mm, shape ``(3,)``."""
     rotation = patient_to_beam_matrix(gantry_deg, collimator_deg, couch_deg)
     return np.asarray(isocenter_xyz_mm, dtype=float) + rotation.T @ np.array([0.0, 0.0, sad_mm])

@@ -27,7 +27,8 @@ class Machine:
         Nominal dose rate, MU/min (DICOM DoseRateSet).
     leaf_boundaries_mm : (n_pairs + 1,) float array, mm
         Leaf-pair boundaries along IEC beam-limiting-device Y, increasing (DICOM
-        LeafPositionBoundaries). Pair ``i`` spans ``[leaf_boundaries_mm[i], leaf_boundaries_mm[i+1]]``.
+        LeafPositionBoundaries); pair ``i`` spans ``leaf_boundaries_mm[i]`` to
+        ``leaf_boundaries_mm[i + 1]``.
     leaf_position_min_mm, leaf_position_max_mm : float, mm
         Range of a leaf tip along X (both banks).
     max_leaf_span_mm : float, mm

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from dose._xp import array_module
-from dose.beam_model import BeamModel, _ndimage, depth_terms
+from dose._xp import array_module, ndimage_module
+from dose.beam_model import BeamModel, depth_terms
 from dose.beams import Beam
 from dose.geometry import project_to_beam
 from dose.grid import Grid
@@ -20,7 +20,7 @@ STEP_MM = 1.0
 
 
 def voxel_positions_xyz(grid: Grid, flat_index: Any) -> Any:
-    """Patient LPS coordinates ``(n, 3)`` (x, y, z) in mm of voxels given by C-order flat indices."""
+    """Patient LPS coordinates ``(n, 3)`` (x, y, z), mm, of voxels given by C-order flat indices."""
     xp = array_module(flat_index)
     k, j, i = xp.unravel_index(flat_index, grid.shape)
     oz, oy, ox = grid.origin_mm
@@ -33,7 +33,7 @@ def density_at(density: Any, density_grid: Grid, points_xyz: Any) -> Any:
     xp = array_module(density, points_xyz)
     index = (points_xyz[:, ::-1] - xp.asarray(density_grid.origin_mm)) / xp.asarray(
         density_grid.spacing_mm)
-    return _ndimage(xp).map_coordinates(density, index.T, order=1, mode="constant", cval=0.0)
+    return ndimage_module(xp).map_coordinates(density, index.T, order=1, mode="constant", cval=0.0)
 
 
 def radiological_depth(density: Any, density_grid: Grid, beam: Beam, u_mm: Any, v_mm: Any,
@@ -62,7 +62,7 @@ def radiological_depth(density: Any, density_grid: Grid, beam: Beam, u_mm: Any, 
     (n,) float32 array, mm
     """
     xp = array_module(density, u_mm)
-    ndimage = _ndimage(xp)
+    ndimage = ndimage_module(xp)
     rotation = beam.rotation()
     iso = np.asarray(beam.isocenter_xyz_mm)
     # The ray parameter starts where the first ray could enter the density grid.

@@ -111,7 +111,7 @@ def segments_fluence(segments: list[Segment] | tuple[Segment, ...], machine: Mac
             raise ValueError(f"segment has {segment.leaf_positions_mm.shape[0]} leaf pairs, "
                              f"machine {machine.name!r} has {machine.n_leaf_pairs}")
         (x1, x2), (y1, y2) = segment.jaw_x_mm, segment.jaw_y_mm
-        # Rows: each leaf pair's strip cut by the Y jaws; columns: each pair's opening cut by X jaws.
+        # Rows: each pair's strip cut by the Y jaws; columns: each pair's opening cut by X jaws.
         rows = _overlap(np.maximum(lower, y1), np.minimum(upper, y2), v_edges_mm) / dv
         a = np.maximum(segment.leaf_positions_mm[:, 0], x1)
         b = np.minimum(segment.leaf_positions_mm[:, 1], x2)
@@ -192,7 +192,8 @@ def dose_voxels(density: Any, density_grid: Grid, dose_grid: Grid, dose_mask: An
     xp = array_module(density)
     if dose_mask is not None:
         if tuple(dose_mask.shape) != dose_grid.shape:
-            raise ValueError(f"dose mask shape {dose_mask.shape} differs from grid {dose_grid.shape}")
+            raise ValueError(f"dose mask shape {dose_mask.shape} differs from grid "
+                             f"{dose_grid.shape}")
         return xp.flatnonzero(xp.asarray(dose_mask))
     every = xp.arange(dose_grid.size)
     rho = density_at(density, density_grid, voxel_positions_xyz(dose_grid, every))

@@ -74,7 +74,8 @@ def table_rows(results: dict[int, WaterResult]) -> list[dict[str, str]]:
             "dmax_mm": f"{r.dmax_mm:.1f}",
             "penumbra_80_20_mm": f"{r.penumbra_mm():.2f}",
             "output_factor_10cm": f"{r.dose_gy_per_mu(100.0) / reference:.3f}",
-            "output_factor_typical": f"{TYPICAL_OUTPUT[side]:.2f}" if side in TYPICAL_OUTPUT else "",
+            "output_factor_typical": (f"{TYPICAL_OUTPUT[side]:.2f}" if side in TYPICAL_OUTPUT
+                                      else ""),
             "dose_dmax_cgy_per_mu": f"{100 * r.axis_gy_per_mu.max():.3f}",
         })
     return rows

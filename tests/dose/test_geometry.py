@@ -39,7 +39,7 @@ def test_collimator_turns_the_field():
 
 
 def test_divergent_projection():
-    """A point 100 mm beyond the isocentre projects back by SAD / (SAD + 100) (similar triangles)."""
+    """A point 100 mm beyond the isocentre projects back by SAD / (SAD + 100) (similar triangles)"""
     point = np.array([[ISO[0] + 30.0, ISO[1] + 100.0, ISO[2]]])  # gantry 0: +y is downstream
     u, v, t = project_to_beam(point, patient_to_beam_matrix(0, 0, 0), np.array(ISO), 1000.0)
     np.testing.assert_allclose([u[0], v[0], t[0]], [30.0 * 1000 / 1100, 0.0, 1100.0], atol=1e-9)

@@ -10,7 +10,7 @@ dose-influence matrix are the grid's voxels in C order (flat index of ``[z, y, x
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +117,7 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
 
 
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
-                     time_limit_s: float | None = None,
+                     regularisers: Sequence[Any] = (), time_limit_s: float | None = None,
                      progress: Callable[[str, Progress], None] | None = None) -> PatientPlan:
     """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
 
@@ -127,6 +127,9 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     D : (n_voxels, n_beamlets) sparse matrix, Gy per unit beamlet weight
         scipy.sparse or cupyx.scipy.sparse; ``n_voxels`` is ``patient.grid.size`` (C order).
     protocol : Protocol
+    regularisers : sequence of fluence objectives, optional
+        E.g. ``optim.FluenceSmoothness(optim.neighbour_pairs(beamset.beam_index, row, col))``
+        with the beamlets' integer grid positions, for smoother maps and fewer segments.
     time_limit_s : float, optional
         Wall-time budget of the optimisation.
     progress : callable, optional
@@ -143,8 +146,8 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     xp = cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
     problem = fluence_problem(patient, protocol, xp=xp)
     result = plan_automatically(D, problem.targets, problem.goals,
-                                normal_tissue=problem.normal_tissue, time_limit_s=time_limit_s,
-                                progress=progress)
+                                normal_tissue=problem.normal_tissue, regularisers=regularisers,
+                                time_limit_s=time_limit_s, progress=progress)
     dose = D @ xp.asarray(result.x, dtype=D.dtype)
     if xp is not np:
         dose = xp.asnumpy(dose)

@@ -89,3 +89,19 @@ def test_missing_structure_is_an_input_error(tmp_path):
     patient, D = line_patient()
     with pytest.raises(InputError, match=r"p\.toml: structure 'Organ'"):
         optimise_patient(patient, D, read_protocol(tmp_path / "p.toml"))
+
+
+def test_smoothness_regulariser_is_passed_through(tmp_path):
+    """With a strong smoothness term the beamlet weights vary less from neighbour to neighbour."""
+    from optim.objectives import FluenceSmoothness, neighbour_pairs
+
+    (tmp_path / "p.toml").write_text(PROTOCOL)
+    protocol = read_protocol(tmp_path / "p.toml")
+    patient, D = line_patient()
+    n = D.shape[1]
+    pairs = neighbour_pairs(np.zeros(n, int), np.zeros(n, int), np.arange(n))
+    rough = optimise_patient(patient, D, protocol).result.x
+    smooth = optimise_patient(patient, D, protocol,
+                              regularisers=[FluenceSmoothness(pairs, 10.0)]).result.x
+    # 172 -> 64 (sum of |x_i - x_i+1|) in development; ask for a clear drop, not those numbers.
+    assert np.abs(np.diff(smooth)).sum() < 0.7 * np.abs(np.diff(rough)).sum()

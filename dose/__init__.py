@@ -5,7 +5,8 @@ from dose.beams import Beam, BeamSet, beamlets_covering, coplanar_beams, equispa
 from dose.dij import DoseInfluence, compute_dij
 from dose.grid import Grid
 from dose.machine import Machine, load_machine
-from dose.segments import Segment, open_field, segment_dose, segments_fluence
+from dose.segments import (Segment, open_field, segment_dose, segment_dose_matrix,
+                           segments_fluence)
 
 __all__ = [
     "Beam",
@@ -23,5 +24,6 @@ __all__ = [
     "load_machine",
     "open_field",
     "segment_dose",
+    "segment_dose_matrix",
     "segments_fluence",
 ]

@@ -35,8 +35,10 @@ class DoseInfluence:
     dose_grid : Grid
     beamset : BeamSet
     truncation_mm : float, mm
-        Entries are kept where a voxel's projection lies within this distance of the beamlet's
-        centre at the isocentre plane.
+        Lateral truncation: a voxel has an entry for a beamlet when the beamlet-lattice cell
+        holding the voxel's projection (isocentre plane) comes within this distance of the
+        beamlet's centre, so entries reach between ``truncation_mm`` and ``truncation_mm`` plus a
+        cell diagonal.
     dropped_fraction : float
         Share of a beamlet's dose integrated over the plane at 100 mm depth in water (SSD
         ~ 1000 mm) that falls beyond ``truncation_mm``: the dose the truncation leaves out.
@@ -113,7 +115,10 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
     dose_mask : (nz, ny, nx) bool array on ``dose_grid``, optional
         Voxels to compute (by default those with density >= 0.05 g/cm^3).
     truncation_mm : float, mm
-        Lateral radius (isocentre plane) of each beamlet's entries.
+        Lateral radius (isocentre plane) of each beamlet's entries (see ``DoseInfluence``). The
+        default, 40 mm, keeps an open 10 x 10 cm field's summed beamlets within gamma 3 %/2 mm
+        of its segment dose (tests/dose/test_dij.py); 30 mm loses about 9 % on its axis at
+        10 cm depth, 50 mm needs about 1.5 times the entries.
     lateral_step_mm, step_mm : float, mm
         Ray-tracing resolution (:func:`dose.raytrace.radiological_depth`).
     threads : int, optional

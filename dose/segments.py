@@ -164,26 +164,85 @@ def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
         active = [s for s in beam_segments if s.mu > 0]
         if not active:
             continue
-        h = fluence_spacing_mm
-        u_lo = min(s.jaw_x_mm[0] for s in active) - reach_mm
-        u_hi = max(s.jaw_x_mm[1] for s in active) + reach_mm
-        v_lo = min(s.jaw_y_mm[0] for s in active) - reach_mm
-        v_hi = max(s.jaw_y_mm[1] for s in active) + reach_mm
-        u_edges = u_lo + h * np.arange(int(np.ceil((u_hi - u_lo) / h)) + 1)
-        v_edges = v_lo + h * np.arange(int(np.ceil((v_hi - v_lo) / h)) + 1)
+        u_edges, v_edges = _fluence_edges(active, fluence_spacing_mm, reach_mm)
         voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
                              sad_mm=machine.sad_mm,
                              uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
-        if voxels.index.size == 0:
-            continue
-        fluence = xp.asarray(segments_fluence(active, machine, u_edges, v_edges))
-        magnifications = magnification_planes(float(xp.min(voxels.t_mm)),
-                                              float(xp.max(voxels.t_mm)), machine.sad_mm)
-        planes = lateral_planes(fluence, h, u_edges[0], v_edges[0], magnifications, model)
-        primary, scatter = sample_planes(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm,
-                                         machine.sad_mm)
-        dose[voxels.index] += voxels.primary_gy * primary + voxels.scatter_gy * scatter
+        if voxels.index.size:
+            dose[voxels.index] += _fluence_dose(voxels, active, u_edges, v_edges, machine, model)
     return dose.reshape(dose_grid.shape)
+
+
+def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
+                        beams: Sequence[Beam], segments: Sequence[Sequence[Segment]],
+                        machine: Machine, model: BeamModel, *, dose_mask: Any = None,
+                        fluence_spacing_mm: float = 1.0, reach_mm: float = REACH_MM
+                        ) -> tuple[Any, Any]:
+    """Dose per MU of each segment separately (for segment-weight optimisation).
+
+    The same computation as :func:`segment_dose`, with the ray tracing done once per beam and
+    one fluence map per segment. Segment MUs are ignored: column ``k`` is the dose of 1 MU.
+
+    Parameters
+    ----------
+    See :func:`segment_dose`.
+
+    Returns
+    -------
+    voxel_index : (n_voxels,) int array
+        C-order flat indices on ``dose_grid`` of the rows (the computed voxels).
+    matrix : (n_voxels, n_segments) float32 array, Gy/MU
+        Columns in the order of the segments, beam by beam; ``matrix @ mu`` is the dose of the
+        voxels for segment weights ``mu`` (MU).
+    """
+    xp = array_module(density)
+    if len(segments) != len(beams):
+        raise ValueError(f"{len(segments)} segment lists for {len(beams)} beams")
+    voxel_index = dose_voxels(density, density_grid, dose_grid, dose_mask)
+    row_of = xp.zeros(dose_grid.size, dtype=xp.int64)
+    row_of[voxel_index] = xp.arange(voxel_index.size)
+    matrix = xp.zeros((voxel_index.size, sum(len(s) for s in segments)), dtype=xp.float32)
+    column = 0
+    for beam, beam_segments in zip(beams, segments):
+        if not beam_segments:
+            continue
+        unit = [Segment(s.jaw_x_mm, s.jaw_y_mm, s.leaf_positions_mm, 1.0) for s in beam_segments]
+        u_edges, v_edges = _fluence_edges(unit, fluence_spacing_mm, reach_mm)
+        voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
+                             sad_mm=machine.sad_mm,
+                             uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
+        for segment in unit:
+            if voxels.index.size:
+                matrix[row_of[voxels.index], column] = _fluence_dose(
+                    voxels, [segment], u_edges, v_edges, machine, model)
+            column += 1
+    return voxel_index, matrix
+
+
+def _fluence_edges(segments: Sequence[Segment], spacing_mm: float, reach_mm: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel edges (u, v) of a fluence map covering the segments' jaws plus ``reach_mm``."""
+    u_lo = min(s.jaw_x_mm[0] for s in segments) - reach_mm
+    u_hi = max(s.jaw_x_mm[1] for s in segments) + reach_mm
+    v_lo = min(s.jaw_y_mm[0] for s in segments) - reach_mm
+    v_hi = max(s.jaw_y_mm[1] for s in segments) + reach_mm
+    u_edges = u_lo + spacing_mm * np.arange(int(np.ceil((u_hi - u_lo) / spacing_mm)) + 1)
+    v_edges = v_lo + spacing_mm * np.arange(int(np.ceil((v_hi - v_lo) / spacing_mm)) + 1)
+    return u_edges, v_edges
+
+
+def _fluence_dose(voxels: Any, segments: Sequence[Segment], u_edges: np.ndarray,
+                  v_edges: np.ndarray, machine: Machine, model: BeamModel) -> Any:
+    """Dose (Gy, per voxel of ``voxels``) of segments' MU fluence on the given pixel edges."""
+    xp = array_module(voxels.t_mm)
+    spacing = float(u_edges[1] - u_edges[0])
+    fluence = xp.asarray(segments_fluence(segments, machine, u_edges, v_edges))
+    magnifications = magnification_planes(float(xp.min(voxels.t_mm)),
+                                          float(xp.max(voxels.t_mm)), machine.sad_mm)
+    planes = lateral_planes(fluence, spacing, u_edges[0], v_edges[0], magnifications, model)
+    primary, scatter = sample_planes(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm,
+                                     machine.sad_mm)
+    return voxels.primary_gy * primary + voxels.scatter_gy * scatter
 
 
 def dose_voxels(density: Any, density_grid: Grid, dose_grid: Grid, dose_mask: Any = None) -> Any:

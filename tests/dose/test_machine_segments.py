@@ -46,3 +46,23 @@ def test_partial_pixels_and_transmission():
 def test_segment_validation():
     with pytest.raises(ValueError, match="bank A"):
         Segment((-5, 5), (-5, 5), np.tile([5.0, -5.0], (60, 1)), 1.0)
+
+
+def test_segment_dose_matrix_columns_sum_to_segment_dose():
+    """Per-segment doses (1 MU each) weighted by the MUs equal the summed segment dose: the two
+    paths share the physics but not the fluence map (one per segment vs one per beam)."""
+    from dose import Beam, Grid, load_beam_model, segment_dose, segment_dose_matrix
+
+    machine, model = load_machine(), load_beam_model()
+    grid = Grid((-40.0, 2.0, -40.0), (4.0, 4.0, 4.0), (21, 30, 21))
+    density = np.ones(grid.shape, np.float32)
+    beams = [Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)), Beam(90.0, 0.0, 0.0, (0.0, 60.0, 0.0))]
+    leaves = np.tile([-10.0, 15.0], (machine.n_leaf_pairs, 1))
+    segments = [[open_field(machine, (-20.0, 20.0), (-20.0, 20.0), 2.0),
+                 Segment((-20.0, 20.0), (-10.0, 10.0), leaves, 3.0)],
+                [open_field(machine, (-15.0, 15.0), (-30.0, 30.0), 1.5)]]
+    index, matrix = segment_dose_matrix(density, grid, grid, beams, segments, machine, model)
+    mu = np.array([2.0, 3.0, 1.5])
+    total = segment_dose(density, grid, grid, beams, segments, machine, model).ravel()
+    np.testing.assert_allclose(matrix @ mu, total[index], rtol=1e-4, atol=1e-6 * total.max())
+    assert matrix.shape == (index.size, 3) and index.size == grid.size

@@ -64,10 +64,14 @@ def read_dij(path: Path, n_voxels: int) -> scipy.sparse.csr_matrix:
 
 def run(args: argparse.Namespace) -> int:
     check_writable(args.out, args.force)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as error:  # --device cuda without a usable GPU: a bad option
+        raise InputError(f"--device {args.device}: {error}") from None
     protocol = read_protocol(args.protocol)
     patient = load_patient(args.patient)
     D = read_dij(args.dij, patient.grid.size)
-    if resolve_device(args.device) == "cuda":
+    if device == "cuda":
         import cupyx.scipy.sparse
 
         D = cupyx.scipy.sparse.csr_matrix(D)

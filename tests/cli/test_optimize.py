@@ -80,3 +80,16 @@ def test_optimize_refuses_to_overwrite_and_bad_dij(tmp_path, capsys, cshape_dij)
     assert err.count("\n") == 1 and not (tmp_path / "new").exists()
     assert main(args[:5] + ["nope"] + args[6:-1] + [str(tmp_path / "new")]) == 2
     assert "nope: no such protocol" in capsys.readouterr().err
+
+
+def test_optimize_cuda_without_gpu_is_bad_input(tmp_path, capsys, cshape_dij):
+    from dose._xp import resolve_device
+
+    if resolve_device("auto") == "cuda":
+        pytest.skip("a GPU is present: --device cuda is valid here")
+    dij, _ = cshape_dij
+    code = main(["optimize", "example:cshape", "--dij", str(dij), "--protocol", "tg119_c_shape",
+                 "--out", str(tmp_path / "plan"), "--device", "cuda"])
+    assert code == 2
+    assert "--device cuda: device 'cuda' requested but cupy finds no CUDA device" in \
+        capsys.readouterr().err

@@ -3,6 +3,7 @@
 from dose.beam_model import BeamModel, load_beam_model
 from dose.beams import Beam, BeamSet, beamlets_covering, coplanar_beams, equispaced_beams
 from dose.dij import DoseInfluence, compute_dij
+from dose.gamma import gamma_index, gamma_pass_rate
 from dose.grid import Grid
 from dose.machine import Machine, load_machine
 from dose.segments import (Segment, open_field, segment_dose, segment_dose_matrix,
@@ -20,6 +21,8 @@ __all__ = [
     "compute_dij",
     "coplanar_beams",
     "equispaced_beams",
+    "gamma_index",
+    "gamma_pass_rate",
     "load_beam_model",
     "load_machine",
     "open_field",

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from dose import Beam, BeamSet, Grid, compute_dij, load_beam_model, load_machine, open_field
+from dose.gamma import gamma_pass_rate
 from dose.segments import Segment, segment_dose
-
-from gamma_index import gamma_pass_rate
 
 SPACING = 3.0
 

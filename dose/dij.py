@@ -18,7 +18,7 @@ from dose.raytrace import LATERAL_STEP_MM, STEP_MM, beam_voxels
 from dose.segments import dose_voxels
 
 TABLE_SPACING_MM = 0.25
-CHUNK_PAIRS = 4_000_000  # voxel-beamlet candidates handled at once (bounds temporary memory)
+CHUNK_PAIRS = 250_000  # voxel-beamlet candidates at once: temporaries of ~2 MB stay in cache
 
 
 @dataclass(frozen=True)
@@ -160,17 +160,18 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
     workers = 1 if xp is not np else max(1, min(threads or os.cpu_count() or 1, 4))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         entries = dict(zip(beams_with_beamlets, pool.map(beam_entries, beams_with_beamlets)))
-    matrix = _stack_blocks(entries, beamset, dose_grid.size, xp)
+    matrix = _stack_blocks(entries, beamset, dose_grid.size, xp, workers)
     dropped = _dropped_fraction(model, width, truncation_mm, xp)
     return DoseInfluence(matrix, dose_grid, beamset, float(truncation_mm), dropped)
 
 
 def _stack_blocks(entries: dict[int, tuple[Any, Any, Any]], beamset: BeamSet, n_rows: int,
-                  xp: Any) -> Any:
+                  xp: Any, workers: int = 1) -> Any:
     """One CSR matrix from each beam's row-ordered entries (disjoint column ranges).
 
     Row ``i`` of the result is beam 0's entries of row ``i``, then beam 1's, ...: every entry is
-    written straight to its place (linear time, no sort and no COO detour).
+    written straight to its place (linear time, no sort and no COO detour). ``workers`` threads
+    fill disjoint ranges of rows.
     """
     sparse = sparse_module(xp)
     counts = {b: xp.asarray(c, dtype=xp.int64) for b, (_, _, c) in entries.items()}
@@ -179,19 +180,29 @@ def _stack_blocks(entries: dict[int, tuple[Any, Any, Any]], beamset: BeamSet, n_
     nnz = int(indptr[-1])
     data = xp.empty(nnz, dtype=xp.float32)
     indices = xp.empty(nnz, dtype=xp.int32)
-    free = indptr[:-1].copy()  # next free slot of each row
-    for b in sorted(entries):
-        values, columns, _ = entries.pop(b)
-        count = counts[b]
-        rows = xp.flatnonzero(count)
-        local_start = xp.cumsum(count[rows]) - count[rows]  # first entry of each row in values
-        # int32 positions (nnz < 2**31) halve the memory traffic of this pass.
-        index_type = xp.int32 if nnz < 2**31 else xp.int64
-        dest = _repeat((free[rows] - local_start).astype(index_type), count[rows], xp)
-        dest += xp.arange(values.size, dtype=index_type)
-        data[dest] = values
-        indices[dest] = columns
-        free += count
+    # int32 positions (nnz < 2**31) halve the memory traffic of this pass.
+    index_type = xp.int32 if nnz < 2**31 else xp.int64
+
+    def fill(row_range: tuple[int, int]) -> None:
+        low, high = row_range
+        free = indptr[low:high].copy()  # next free slot of each row
+        for b in sorted(entries):
+            values, columns, _ = entries[b]
+            count = counts[b][low:high]
+            first = int(counts[b][:low].sum())  # the beam's entries before row ``low``
+            rows = xp.flatnonzero(count)
+            local_start = xp.cumsum(count[rows]) - count[rows]  # row starts within the range
+            n = int(count.sum())
+            dest = _repeat((free[rows] - local_start).astype(index_type), count[rows], xp)
+            dest += xp.arange(n, dtype=index_type)
+            data[dest] = values[first:first + n]
+            indices[dest] = columns[first:first + n]
+            free += count
+
+    bounds = np.linspace(0, n_rows, workers + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fill, zip(bounds[:-1], bounds[1:])))
+    entries.clear()
     if nnz < 2**31:  # cuSPARSE wants int32 row pointers; scipy keeps them smaller too
         indptr = indptr.astype(xp.int32)
     return sparse.csr_matrix((data, indices, indptr), shape=(n_rows, beamset.n_beamlets))

@@ -1,0 +1,82 @@
+"""``planner plan PATIENT [--protocol NAME|FILE] [--out DIR] [--device auto|cpu|cuda]``.
+
+The whole pipeline (:func:`planner.pipeline.plan_patient`): one line per step with its time on
+stderr (and in ``plan.log``), the optimiser's iterations on one overwritten line when stderr is
+a terminal, and the summary (goals before and after sequencing, segments, MU, time per step) on
+stdout. A protocol that conflicts with the structures stops the run with exit code 1 and the
+overlap volumes, unless ``--allow-conflicts``; unmet goals do not change the exit code (the plan
+is written and they are reported as NOT MET).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from planner.pipeline import plan_patient, summary_text
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="plan a patient: beams, Dij, optimisation, sequencing, DICOM and report",
+        description="From a patient and a protocol to a deliverable step-and-shoot IMRT plan: "
+                    "equispaced coplanar beams at the targets' centre, beamlet doses, learned "
+                    "seed where it applies, fluence optimisation, leaf sequencing, segment "
+                    "weights on the segments' own dose, then RT Plan + RT Dose (+ CT and "
+                    "RTSTRUCT when the patient did not come from DICOM) in OUT/dicom, the review "
+                    "report in OUT/report, summary.json and plan.log in OUT.")
+    parser.add_argument("patient", metavar="PATIENT",
+                        help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
+                             "folder or a DICOM folder")
+    parser.add_argument("--protocol", default=None, metavar="NAME|FILE",
+                        help="protocol TOML file, or a bundled one (tg119_c_shape, "
+                             "head_and_neck, prostate); default: the first bundled protocol "
+                             "whose structures the patient has")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="folder to create (default: out/<PATIENT's last part>)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the dose engine and optimiser run (default: CUDA when cupy "
+                             "finds a GPU)")
+    parser.add_argument("--beams", type=int, default=9, metavar="N",
+                        help="number of equispaced coplanar beams (default 9)")
+    parser.add_argument("--beamlet-mm", type=float, default=5.0, metavar="MM",
+                        help="beamlet size at the isocentre (default 5)")
+    parser.add_argument("--dose-grid-mm", type=float, default=3.0, metavar="MM",
+                        help="dose grid spacing (default 3)")
+    parser.add_argument("--max-segments", type=int, default=15, metavar="N",
+                        help="most MLC segments per beam (default 15)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="wall-time budget of the fluence optimisation, seconds")
+    parser.add_argument("--allow-conflicts", action="store_true",
+                        help="plan even when a target overlaps an organ whose hard limit is "
+                             "below its prescription (reported in the summary and report)")
+    parser.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    parser.set_defaults(run=run)
+
+
+def _show(line: str, transient: bool) -> None:
+    """Step lines on stderr; iteration lines only on a terminal, overwriting each other."""
+    if transient:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + line[:119].ljust(119))
+            sys.stderr.flush()
+        return
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 119 + "\r")
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out or Path("out") / Path(args.patient.replace(":", "_")).name
+    result = plan_patient(args.patient, args.protocol, out_dir=out, device=args.device,
+                          beam_count=args.beams, beamlet_mm=args.beamlet_mm,
+                          dose_grid_mm=args.dose_grid_mm,
+                          max_segments_per_beam=args.max_segments, time_limit_s=args.time_limit,
+                          allow_conflicts=args.allow_conflicts, overwrite=args.force,
+                          progress=_show)
+    print(summary_text(result.summary, result.goals_fluence, result.goals_plan))
+    print(f"wrote {out}/: dicom/ (RT Plan, RT Dose"
+          f"{', CT, RTSTRUCT' if result.files.wrote_images else ''}), report/report.html, "
+          f"summary.json, plan.log")
+    return 0

@@ -1,0 +1,640 @@
+"""``planner plan`` as one function: a patient and a protocol in, a reviewed deliverable plan out.
+
+The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``:
+
+1. **import** the patient (any input :func:`planner.io.load_patient` reads) and the protocol; the
+   protocol is checked for conflicts that no plan can resolve
+   (:func:`planner.review.goals.protocol_conflicts`): by default they stop the run
+   (:class:`ProtocolConflictError`, exit 1) with the overlap volumes, because optimising towards
+   a goal known to be impossible wastes minutes and ends in a plan that must be rejected anyway;
+   ``allow_conflicts=True`` plans anyway and reports them.
+2. **dose grid**: the patient resampled onto the dose grid (:func:`resample_patient`), where the
+   beamlet doses, the optimisation and the segment doses live.
+3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
+   the targets, with the beamlets covering the targets' projection.
+4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (:func:`planner.predict.seed.seed_optimiser`;
+   unseeded with a note where the network does not apply), 6. **optimisation** of the fluence
+   (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser (fewer
+   segments and MU for the same goals),
+7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
+   the dose engine on the apertures, not the beamlets), 9. **segment weights**
+   (:func:`optim.optimise_segment_weights`, following the fluence plan's dose so that the
+   deliverable plan recovers its quality), 10. **final dose** of the weighted segments,
+11. **export** of RT Plan + RT Dose (+ CT and RTSTRUCT when the patient did not come from DICOM)
+   and the **report**, with ``summary.json`` and ``plan.log`` beside them.
+
+The output folder holds ``dicom/``, ``report/``, ``summary.json`` and ``plan.log``; it is written
+at the end as one atomic folder (:func:`planner.io._atomic.atomic_directory`), so an interrupted
+or failed run leaves nothing behind and an existing folder is replaced only with ``overwrite``.
+
+Goals are evaluated as the review report evaluates them (:func:`planner.review.goals.
+evaluate_protocol` on the CT grid, the dose interpolated onto it), before sequencing (the fluence
+plan's dose) and after (the deliverable plan's final dose), so the summary's goal table is the
+report's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import planner
+from dose import (Segment, beamlets_covering, compute_dij, equispaced_beams, load_beam_model,
+                  load_machine, segment_dose_matrix)
+from dose._xp import array_module, resolve_device, to_device
+from dose.beams import BeamSet
+from dose.grid import Grid
+from dose.machine import Machine
+from optim import (DoseMimicking, FluenceSmoothness, neighbour_pairs, optimise_segment_weights,
+                   sequence_leaves)
+from optim.fluence import Progress
+from planner.errors import InputError, PlannerError
+from planner.io import load_patient
+from planner.io._atomic import atomic_directory, check_writable
+from planner.io.plan_dicom import PlanFiles, write_plan_dicom
+from planner.io.rtplan import PlanBeam
+from planner.optimize import optimise_patient
+from planner.patient import Patient, Structure
+from planner.predict.seed import seed_optimiser
+from planner.protocol import PROTOCOL_DIR, Protocol, map_structures, read_protocol
+from planner.review import write_report
+from planner.review.dvh import resample_dose
+from planner.review.goals import Conflict, GoalRow, evaluate_protocol, protocol_conflicts
+from planner.review.report import ReviewPlan, aperture_fluences
+
+DICOM_FOLDER = "dicom"
+REPORT_FOLDER = "report"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "plan.log"
+
+#: Fluence smoothness weight (``optim.FluenceSmoothness``, beamlet weights in MU over all
+#: fractions). On TG-119 (9 fields, 5 mm beamlets) 0.01 brought the deliverable plan from 7.6 to
+#: about 4.7 MU/cGy with the PTV goals kept (sequencing engineer's measurement, issue 5). Both the
+#: dose objectives and this term scale with the square of the dose level, so the weight holds for
+#: other prescriptions.
+SMOOTHNESS_WEIGHT = 0.01
+#: Least MU a delivered segment carries, per fraction: a common floor for step-and-shoot
+#: segments (small segments deliver their MU less accurately); the machine file has no such field.
+MIN_MU_PER_SEGMENT = 2.0
+#: Most segments per beam (issue 5 asks for about 15 or fewer).
+MAX_SEGMENTS_PER_BEAM = 15
+#: Intensity levels of the sequencer's stratification (fidelity versus segments).
+SEQUENCING_LEVELS = 10
+#: Segment-weight objectives: the fluence plan's dose followed voxel by voxel; in the targets
+#: under-dose weighs 4x (coverage first), in organs and the rest of the body only over-dose
+#: counts. These were measured on TG-119 (benchmarks/bench_deliverable_tg119.py).
+TARGET_MIMIC_WEIGHT, ORGAN_MIMIC_WEIGHT, BODY_MIMIC_WEIGHT = 10.0, 3.0, 1.0
+TARGET_UNDERDOSE_FACTOR = 4.0
+SEGMENT_WEIGHT_ITERATIONS = 500
+
+
+class ProtocolConflictError(PlannerError):
+    """The protocol cannot be met as delineated (a target overlaps an organ whose hard limit is
+    below the target's prescription); ``conflicts`` holds the explanations."""
+
+    def __init__(self, conflicts: Sequence[Conflict]):
+        self.conflicts = tuple(conflicts)
+        super().__init__("the protocol cannot be met as delineated: "
+                         + " | ".join(c.explanation for c in self.conflicts)
+                         + " (or plan anyway with --allow-conflicts)")
+
+
+@dataclass(frozen=True)
+class BeamSequence:
+    """The step-and-shoot segments of one beam from :func:`sequence_beams`.
+
+    Attributes
+    ----------
+    segments : tuple of Segment
+        ``mu`` in the units of the fluence (MU over all fractions).
+    least_mu : float
+        The least total weight any decomposition of this beam's fluence into apertures can have
+        (the largest sum of rises along a beamlet row, Engel 2005), same units: how much of the
+        MU comes from the modulation itself.
+    """
+
+    segments: tuple[Segment, ...]
+    least_mu: float
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What :func:`plan_patient` produced (and wrote into ``out_dir``).
+
+    Attributes
+    ----------
+    out_dir : Path
+    patient : Patient
+        As imported (CT grid).
+    protocol : Protocol
+    beams : tuple of PlanBeam
+        Beams with segments; segment MU per fraction.
+    dose_gy : (nz, ny, nx) float32 array, Gy
+        Final dose of the deliverable plan (all fractions) on ``dose_grid``.
+    dose_grid : Grid
+    goals_fluence, goals_plan : tuple of GoalRow
+        The protocol's goals on the fluence plan (before sequencing) and on the deliverable plan.
+    conflicts : tuple of Conflict
+    seed_note : str
+    times_s : dict
+        Seconds per step, in step order.
+    summary : dict
+        The content of ``summary.json``.
+    files : PlanFiles
+    """
+
+    out_dir: Path
+    patient: Patient = field(repr=False)
+    protocol: Protocol = field(repr=False)
+    beams: tuple[PlanBeam, ...] = field(repr=False)
+    dose_gy: np.ndarray = field(repr=False)
+    dose_grid: Grid
+    goals_fluence: tuple[GoalRow, ...] = field(repr=False)
+    goals_plan: tuple[GoalRow, ...] = field(repr=False)
+    conflicts: tuple[Conflict, ...]
+    seed_note: str
+    times_s: dict[str, float]
+    summary: dict[str, Any] = field(repr=False)
+    files: PlanFiles
+
+    @property
+    def total_mu(self) -> float:
+        """Monitor units per fraction, all beams."""
+        return float(sum(b.mu for b in self.beams))
+
+
+def _overlap_weights(source: np.ndarray, source_step: float, target: np.ndarray,
+                     target_step: float) -> np.ndarray:
+    """``(n_target, n_source)``: the share of each target voxel (one axis) covered by each source
+    voxel, rows normalised over the covered part (zero rows where nothing covers it)."""
+    lo = np.maximum(target[:, None] - target_step / 2, source[None, :] - source_step / 2)
+    hi = np.minimum(target[:, None] + target_step / 2, source[None, :] + source_step / 2)
+    weights = np.clip(hi - lo, 0.0, None)
+    covered = weights.sum(axis=1, keepdims=True)
+    return (weights / np.where(covered > 0, covered, 1.0)).astype(np.float32)
+
+
+def _box_average(volume: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Apply the per-axis overlap weights ``(z, y, x)`` to ``volume`` (separable)."""
+    out = np.asarray(volume, dtype=np.float32)
+    for axis, w in enumerate(weights):
+        out = np.moveaxis(np.tensordot(w, out, axes=([1], [axis])), 0, axis)
+    return out
+
+
+def resample_patient(patient: Patient, grid: Grid) -> Patient:
+    """``patient`` on another grid of the same orientation (e.g. the dose grid).
+
+    Every new voxel takes the volume-weighted average of the old voxels it overlaps (exact box
+    overlaps, separable along z, y and x): HU and density are averaged, and a structure (and the
+    possible-dose mask) keeps a new voxel when at least half of that voxel lies inside it. A
+    structure smaller than half a new voxel everywhere keeps its single most-covered voxel, so
+    that no delineated structure vanishes (its goals still have voxels to act on). Parts of
+    ``grid`` outside the patient's grid get density 0 and no structure.
+
+    Parameters
+    ----------
+    patient : Patient
+    grid : Grid
+        Target grid (mm, (z, y, x) like every Grid).
+
+    Returns
+    -------
+    Patient
+        Same name and prescriptions; ``dicom`` is None (the new grid is no DICOM image) and
+        ``source`` says it was resampled.
+    """
+    weights = [_overlap_weights(s, d, t, e) for s, d, t, e in
+               zip(patient.grid.axes_mm(), patient.grid.spacing_mm, grid.axes_mm(),
+                   grid.spacing_mm)]
+
+    def mask(values: np.ndarray) -> np.ndarray:
+        fraction = _box_average(values, weights)
+        kept = fraction >= 0.5
+        if not kept.any() and values.any() and fraction.max() > 0:
+            kept.flat[np.argmax(fraction)] = True
+        return kept
+
+    structures = tuple(Structure(s.name, s.kind, mask(s.mask)) for s in patient.structures)
+    possible = (None if patient.possible_dose_mask is None else mask(patient.possible_dose_mask))
+    return Patient(patient.name, grid, _box_average(patient.hu, weights),
+                   _box_average(patient.density, weights), structures, patient.prescriptions,
+                   possible, None, f"{patient.source} (resampled to {grid.spacing_mm} mm)")
+
+
+def target_centre_xyz_mm(patient: Patient, targets: Sequence[str]) -> tuple[float, float, float]:
+    """Centroid of the union of the ``targets`` masks, DICOM (x, y, z) mm (an isocentre)."""
+    union = np.zeros(patient.grid.shape, dtype=bool)
+    for name in targets:
+        union |= patient.structure(name).mask
+    if not union.any():
+        raise InputError(f"{patient.source}: the targets {list(targets)} have no voxels")
+    zyx = patient.grid.index_to_position_mm(np.argwhere(union).mean(axis=0))
+    return float(zyx[2]), float(zyx[1]), float(zyx[0])
+
+
+def _beamlet_lattice(beamset: BeamSet, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (row, column) of beamlets ``cols`` on their beam's lattice (edges at multiples
+    of the beamlet size, :func:`dose.beamlets_covering`)."""
+    h = beamset.beamlet_size_mm
+    return (np.floor(beamset.v_mm[cols] / h).astype(np.int64),
+            np.floor(beamset.u_mm[cols] / h).astype(np.int64))
+
+
+def smoothness_regulariser(beamset: BeamSet, weight: float = SMOOTHNESS_WEIGHT
+                           ) -> FluenceSmoothness:
+    """:class:`optim.FluenceSmoothness` over neighbouring beamlets of each beam."""
+    row, col = _beamlet_lattice(beamset, np.arange(beamset.n_beamlets))
+    return FluenceSmoothness(neighbour_pairs(beamset.beam_index, row, col), weight)
+
+
+def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_weight: float,
+                   n_levels: int = SEQUENCING_LEVELS,
+                   max_segments: int = MAX_SEGMENTS_PER_BEAM) -> tuple[BeamSequence, ...]:
+    """Leaf-sequence each beam's optimised fluence into MLC segments (``optim.sequence_leaves``).
+
+    Parameters
+    ----------
+    x : (n_beamlets,) float array, MU (over all fractions)
+        Beamlet weights, ordered as ``beamset``.
+    beamset : BeamSet
+    machine : Machine
+        Leaf boundaries, minimum gap, travel and span limits, jaw over-travel, interdigitation.
+    min_weight : float, MU (same units as ``x``)
+        Least weight of a segment.
+    n_levels, max_segments : int
+        See :func:`optim.sequence_leaves`.
+
+    Returns
+    -------
+    tuple of BeamSequence
+        One per beam of ``beamset``; a beam whose fluence is zero has no segment.
+    """
+    out = []
+    h = beamset.beamlet_size_mm
+    for b in range(len(beamset.beams)):
+        cols = beamset.beamlets_of(b)
+        if cols.size == 0 or not np.any(x[cols] > 0):
+            out.append(BeamSequence((), 0.0))
+            continue
+        row, col = _beamlet_lattice(beamset, cols)
+        iv, iu = row - row.min(), col - col.min()
+        fluence = np.zeros((iv.max() + 1, iu.max() + 1))
+        fluence[iv, iu] = x[cols]
+        least = float(np.clip(np.diff(fluence, prepend=0, axis=1), 0, None).sum(axis=1).max())
+        seq = sequence_leaves(
+            fluence, h * (row.min() + np.arange(fluence.shape[0] + 1)),
+            h * (col.min() + np.arange(fluence.shape[1] + 1)), machine.leaf_boundaries_mm,
+            n_levels=n_levels, max_segments=max_segments, min_weight=min_weight,
+            min_gap_mm=machine.min_leaf_gap_mm,
+            leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
+            jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
+            max_leaf_span_mm=machine.max_leaf_span_mm, interdigitation=machine.interdigitation)
+        out.append(BeamSequence(tuple(
+            Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
+            for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm, seq.weights)), least))
+    return tuple(out)
+
+
+def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
+                              mapping: dict[str, str], voxel_index: np.ndarray,
+                              reference_gy: np.ndarray, *, xp: Any = np
+                              ) -> list[DoseMimicking]:
+    """Objectives that make the segments' dose follow the fluence plan's (``reference_gy``).
+
+    Rows are the segment-dose matrix's (``voxel_index``, flat indices of the dose grid). Targets:
+    under- and over-dose (under-dose weighs ``TARGET_UNDERDOSE_FACTOR`` times more); organs and
+    every computed voxel: over-dose only.
+    """
+    row_of = np.full(dose_patient.grid.size, -1, dtype=np.int64)
+    row_of[voxel_index] = np.arange(voxel_index.size)
+    reference = np.asarray(reference_gy, dtype=np.float64).ravel()[voxel_index]
+
+    def rows(kind: str) -> np.ndarray:
+        union = np.zeros(dose_patient.grid.size, dtype=bool)
+        for name, patient_name in mapping.items():
+            if protocol.structure(name).kind == kind:
+                union |= dose_patient.structure(patient_name).mask.ravel()
+        found = row_of[np.flatnonzero(union)]
+        return found[found >= 0]
+
+    objectives = []
+    for kind, weight, under in (("target", TARGET_MIMIC_WEIGHT, TARGET_UNDERDOSE_FACTOR),
+                                ("organ", ORGAN_MIMIC_WEIGHT, 0.0)):
+        r = rows(kind)
+        if r.size:
+            objectives.append(DoseMimicking(xp.asarray(r), xp.asarray(reference[r]), weight,
+                                            under=under, over=1.0))
+    everything = np.arange(voxel_index.size)
+    objectives.append(DoseMimicking(xp.asarray(everything), xp.asarray(reference),
+                                    BODY_MIMIC_WEIGHT, under=0.0, over=1.0))
+    return objectives
+
+
+def default_protocol(patient: Patient) -> Protocol:
+    """The first bundled protocol (``data/protocols``, by name) whose structures the patient has.
+
+    Raises
+    ------
+    InputError
+        No bundled protocol fits; the message lists the patient's structures.
+    """
+    for path in sorted(PROTOCOL_DIR.glob("*.toml")):
+        protocol = read_protocol(path)
+        try:
+            mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
+        except InputError:
+            continue
+        if all(p.target in mapping for p in protocol.prescriptions):
+            return protocol
+    raise InputError(f"{patient.source}: no bundled protocol fits the structures "
+                     f"{[s.name for s in patient.structures]}; give one with --protocol")
+
+
+def _goal_rows(rows: Sequence[GoalRow]) -> list[dict[str, Any]]:
+    return [{"goal": g.goal.label, "structure": g.structure, "priority": g.goal.priority,
+             "value": round(g.value, 4), "limit": round(g.limit, 4),
+             "margin": round(g.margin, 4), "unit": g.unit, "met": bool(g.met)} for g in rows]
+
+
+def _grid_json(grid: Grid) -> dict[str, Any]:
+    return {"shape_zyx": list(grid.shape), "spacing_zyx_mm": list(grid.spacing_mm),
+            "origin_zyx_mm": [round(v, 3) for v in grid.origin_mm]}
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "planner": planner.__version__}
+    for package in ("numpy", "scipy", "pydicom", "torch", "cupy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def goal_table(title: str, rows: Sequence[GoalRow]) -> list[str]:
+    """A goal table as text lines (value, limit, margin, met)."""
+    width = max([len(g.goal.label) for g in rows] + [4])
+    lines = [title]
+    for g in rows:
+        lines.append(f"  {g.goal.label:<{width}}  {g.goal.priority:<4}  {g.value:8.2f} {g.unit:<2}"
+                     f"  margin {g.margin:+8.2f}  {'met' if g.met else 'NOT MET'}")
+    met = sum(g.met for g in rows)
+    lines.append(f"  {met} of {len(rows)} goals met"
+                 + (f"; NOT MET: {', '.join(g.goal.label for g in rows if not g.met)}"
+                    if met < len(rows) else ""))
+    return lines
+
+
+def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
+                 goals_plan: Sequence[GoalRow]) -> str:
+    """The end-of-run summary: goals before/after sequencing, segments, MU, time per step."""
+    lines = goal_table("goals, fluence plan (before sequencing):", goals_fluence)
+    lines += goal_table("goals, deliverable plan (after sequencing and segment weights):",
+                        goals_plan)
+    mu = summary["mu"]
+    lines.append("beams: " + ", ".join(f"{b['name']} {b['segments']} seg {b['mu']:.0f} MU"
+                                       for b in summary["beams"]))
+    segments = summary["segments"]
+    lines.append(f"segments {segments['total']} (max {segments['max_per_beam']} per beam); "
+                 f"{mu['total_per_fraction']:.0f} MU per fraction for "
+                 f"{summary['fraction_dose_cgy']:.0f} cGy: {mu['per_cgy']:.2f} MU/cGy "
+                 f"(the fluence plan's least possible {mu['least_per_fraction']:.0f} MU)")
+    lines.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["times_s"].items())
+                 + f"; total {summary['total_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path | None = None, *,
+                 out_dir: str | Path, device: str = "auto", beam_count: int = 9,
+                 beamlet_mm: float = 5.0, dose_grid_mm: float = 3.0,
+                 max_segments_per_beam: int = MAX_SEGMENTS_PER_BEAM,
+                 time_limit_s: float | None = None, allow_conflicts: bool = False,
+                 overwrite: bool = False,
+                 progress: Callable[[str, bool], None] | None = None) -> PlanResult:
+    """Plan one patient from import to reviewed deliverable plan (see the module docstring).
+
+    Parameters
+    ----------
+    patient : Patient, str or Path
+        A Patient, or what :func:`planner.io.load_patient` reads (then timed as "import").
+    protocol : Protocol, str or Path, optional
+        A Protocol, a protocol file or bundled name; by default :func:`default_protocol`.
+    out_dir : str or Path
+        Folder to create (``dicom/``, ``report/``, ``summary.json``, ``plan.log``).
+    device : {"auto", "cpu", "cuda"}
+        Where the dose engine, the optimiser and the network run.
+    beam_count : int
+        Equispaced coplanar beams, the first at gantry 0.
+    beamlet_mm : float, mm
+        Beamlet size at the isocentre plane (5 mm matches the central leaves).
+    dose_grid_mm : float, mm
+        Isotropic dose-grid spacing.
+    max_segments_per_beam : int
+        Most MLC segments a beam may have (fewer levels are used where needed).
+    time_limit_s : float, optional, s
+        Budget of the fluence optimisation.
+    allow_conflicts : bool
+        Plan even when the protocol conflicts with the structures (reported, not raised).
+    overwrite : bool
+        Replace an existing ``out_dir`` (the CLI's ``--force``).
+    progress : callable, optional
+        ``progress(line, transient)``: one line per finished step (``transient`` False, also
+        written to ``plan.log``) and one per optimiser iteration (``transient`` True).
+
+    Returns
+    -------
+    PlanResult
+
+    Raises
+    ------
+    InputError
+        Bad input, an existing ``out_dir`` without ``overwrite``, ``device="cuda"`` without a
+        GPU, structures the protocol needs missing.
+    ProtocolConflictError
+        The protocol cannot be met as delineated and ``allow_conflicts`` is false.
+    """
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    check_writable(out_dir, overwrite)  # before minutes of work, not after
+    try:
+        device = resolve_device(device)
+    except (RuntimeError, ValueError) as error:
+        raise InputError(f"--device {device}: {error}") from None
+    log: list[str] = []
+    times: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def say(line: str) -> None:
+        log.append(line)
+        if progress is not None:
+            progress(line, False)
+
+    def step(name: str, detail: str) -> None:
+        now = time.perf_counter()
+        times[name] = now - clock[0]
+        clock[0] = now
+        say(f"{name:<16} {times[name]:7.1f} s  {detail}")
+
+    if not isinstance(patient, Patient):
+        patient = load_patient(patient)
+    if protocol is None:
+        protocol = default_protocol(patient)
+    elif not isinstance(protocol, Protocol):
+        protocol = read_protocol(protocol)
+    mapping = map_structures(protocol, [s.name for s in patient.structures])
+    conflicts = protocol_conflicts(patient, protocol)
+    step("import", f"{patient.name} ({patient.source}), grid {patient.grid.shape} at "
+                   f"{patient.grid.spacing_mm} mm; protocol {protocol.name}; device {device}")
+    for c in conflicts:
+        say(f"CONFLICT: {c.explanation}")
+    if conflicts and not allow_conflicts:
+        raise ProtocolConflictError(conflicts)
+    if mapping.unmapped:
+        say(f"structures not in the protocol (not planned for): {', '.join(mapping.unmapped)}")
+
+    targets = [mapping.mapping[p.target] for p in protocol.prescriptions
+               if p.target in mapping.mapping]
+    fractions = protocol.prescriptions[0].fractions
+    fraction_dose_cgy = 100.0 * max(p.dose_gy for p in protocol.prescriptions) / fractions
+    dose_grid = patient.grid.resampled((dose_grid_mm,) * 3)
+    dose_patient = resample_patient(patient, dose_grid)
+    step("dose grid", f"{dose_grid.shape} at {dose_grid_mm:g} mm")
+
+    machine, model = load_machine(), load_beam_model()
+    iso = target_centre_xyz_mm(patient, targets)
+    beams = equispaced_beams(beam_count, iso)
+    union = np.zeros(patient.grid.shape, dtype=bool)
+    for name in targets:
+        union |= patient.structure(name).mask
+    beamset = beamlets_covering(beams, union, patient.grid, beamlet_size_mm=beamlet_mm,
+                                sad_mm=machine.sad_mm)
+    step("beams", f"{beam_count} fields at gantry {', '.join(f'{b.gantry_deg:g}' for b in beams)}"
+                  f"; isocentre (x, y, z) {tuple(round(v, 1) for v in iso)} mm; "
+                  f"{beamset.n_beamlets} beamlets of {beamlet_mm:g} mm")
+
+    density = to_device(patient.density, device)
+    dij = compute_dij(density, patient.grid, dose_grid, beamset, model)
+    D = dij.matrix
+    step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
+
+    seed = seed_optimiser(dose_patient, D, device=device)
+    step("seed", seed.note)
+
+    def on_iteration(name: str, p: Progress) -> None:
+        if progress is not None:
+            progress(f"  optimisation {name}: iteration {p.iteration}, objective {p.value:.4g}, "
+                     f"{p.elapsed_s:.1f} s", True)
+
+    fluence = optimise_patient(dose_patient, D, protocol,
+                               regularisers=[smoothness_regulariser(beamset)],
+                               extra_objectives=seed.objectives, x0=seed.x0,
+                               time_limit_s=time_limit_s, progress=on_iteration)
+    result = fluence.result
+    for s in result.steps:
+        say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} goals "
+            f"met ({s.note})")
+    goals_fluence = evaluate_protocol(patient, resample_dose(fluence.dose_gy, dose_grid,
+                                                             patient.grid), protocol)
+    step("optimisation", f"{result.iterations} iterations in {len(result.steps)} steps; "
+                         f"stopped: {result.stopped_by}")
+
+    min_weight = MIN_MU_PER_SEGMENT * fractions
+    sequences = sequence_beams(result.x, beamset, machine, min_weight=min_weight,
+                               max_segments=max_segments_per_beam)
+    per_beam = [list(s.segments) for s in sequences]
+    step("sequencing", "segments per beam " + str([len(s) for s in per_beam]))
+
+    voxel_index, S = segment_dose_matrix(density, patient.grid, dose_grid, beams, per_beam,
+                                         machine, model)
+    step("segment doses", f"{S.shape[1]} segments on {S.shape[0]} voxels")
+
+    xp = array_module(S)
+    host_index = to_device(voxel_index, "cpu")
+    objectives = segment_weight_objectives(dose_patient, protocol, mapping.mapping, host_index,
+                                           fluence.dose_gy, xp=xp)
+    w0 = np.array([seg.mu for segs in per_beam for seg in segs])
+    weights = optimise_segment_weights(S, objectives, w0, min_weight=min_weight,
+                                       max_iter=SEGMENT_WEIGHT_ITERATIONS)
+    step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
+                            f"{int(np.count_nonzero(weights.x))} of {w0.size} segments kept")
+
+    dose = np.zeros(dose_grid.size, dtype=np.float32)
+    dose[host_index] = to_device(S @ xp.asarray(weights.x, dtype=S.dtype), "cpu")
+    dose = dose.reshape(dose_grid.shape)
+    goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
+                                   protocol)
+    plan_beams, k = [], 0
+    for beam, segs in zip(beams, per_beam):
+        kept = []
+        for seg in segs:
+            if weights.x[k] > 0:
+                kept.append(dataclasses.replace(seg, mu=float(weights.x[k]) / fractions))
+            k += 1
+        if kept:
+            plan_beams.append(PlanBeam(f"G{beam.gantry_deg:03.0f}", beam, tuple(kept)))
+    step("final dose", f"max {float(dose.max()):.2f} Gy; "
+                       f"{sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met")
+
+    total_mu = float(sum(b.mu for b in plan_beams))
+    summary: dict[str, Any] = {
+        "planner": planner.__version__, "patient": patient.name, "source": patient.source,
+        "protocol": {"name": protocol.name, "source": protocol.source},
+        "device": device, "fractions": fractions, "fraction_dose_cgy": fraction_dose_cgy,
+        "grid": {"ct": _grid_json(patient.grid), "dose": _grid_json(dose_grid)},
+        "isocenter_xyz_mm": [round(v, 2) for v in iso], "beamlet_mm": beamlet_mm,
+        "beamlets": beamset.n_beamlets, "dij_nonzeros": int(D.nnz),
+        "seed": seed.note, "conflicts": [c.explanation for c in conflicts],
+        "optimisation": {"iterations": result.iterations, "stopped_by": result.stopped_by,
+                         "smoothness_weight": SMOOTHNESS_WEIGHT,
+                         "steps": [dataclasses.asdict(s) for s in result.steps]},
+        "goals": {"fluence": _goal_rows(goals_fluence), "plan": _goal_rows(goals_plan)},
+        "beams": [{"name": b.name, "gantry_deg": b.beam.gantry_deg, "segments": len(b.segments),
+                   "mu": round(b.mu, 2), "segment_mu": [round(s.mu, 2) for s in b.segments]}
+                  for b in plan_beams],
+        "segments": {"total": sum(len(b.segments) for b in plan_beams),
+                     "max_per_beam": max([len(b.segments) for b in plan_beams] + [0]),
+                     "limit_per_beam": max_segments_per_beam,
+                     "min_mu_per_segment": MIN_MU_PER_SEGMENT},
+        "mu": {"total_per_fraction": round(total_mu, 2),
+               "per_cgy": round(total_mu / fraction_dose_cgy, 3),
+               "least_per_fraction": round(sum(s.least_mu for s in sequences) / fractions, 2)},
+        "versions": _versions(),
+        "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",
+                  "log": LOG_FILE},
+    }
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        files = write_plan_dicom(tmp / DICOM_FOLDER, patient, plan_beams, machine, dose,
+                                 dose_grid, fractions=fractions,
+                                 prescriptions=protocol.prescriptions,
+                                 label=protocol.name[:16])
+        step("export", f"RT Plan + RT Dose{' + CT + RTSTRUCT' if files.wrote_images else ''} "
+                       f"in {DICOM_FOLDER}/")
+        review = ReviewPlan(label=protocol.name, beams=tuple(plan_beams),
+                            leaf_boundaries_mm=machine.leaf_boundaries_mm,
+                            fluences=aperture_fluences(plan_beams, machine.leaf_boundaries_mm),
+                            fractions=fractions, normalisation="none (optimised to the goals)",
+                            source="planner plan")
+        write_report(tmp / REPORT_FOLDER, patient, dose, dose_grid, protocol=protocol,
+                     plan=review)
+        step("report", f"{REPORT_FOLDER}/report.html")
+        summary["times_s"] = {k: round(v, 2) for k, v in times.items()}
+        summary["total_s"] = round(time.perf_counter() - start, 2)
+        text = summary_text(summary, goals_fluence, goals_plan)
+        log.extend(text.splitlines())
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+        (tmp / LOG_FILE).write_text("\n".join(log) + "\n")
+    files = dataclasses.replace(files, folder=out_dir / DICOM_FOLDER)
+    return PlanResult(out_dir, patient, protocol, tuple(plan_beams), dose, dose_grid,
+                      goals_fluence, goals_plan, conflicts, seed.note, dict(times), summary,
+                      files)

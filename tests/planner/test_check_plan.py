@@ -17,9 +17,14 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from check_case import cshape_plan, write_plan
+from check_case import GANTRY_DEG, MACHINE, cshape_plan, write_plan
+from dose import Beam, load_beam_model, open_field, segment_dose
 from planner.check import DVH_METRICS, check_plan, format_check, write_check_json
 from planner.errors import InputError
+from planner.io.openkbp import read_openkbp_patient
+from planner.io.plan_dicom import write_plan_dicom
+from planner.io.rtplan import PlanBeam
+from planner.pipeline import DICOM_FOLDER, plan_patient
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +228,38 @@ def test_per_beam_dose_is_refused(copy):
     edit(copy / "RD.dcm", lambda ds: setattr(ds, "DoseSummationType", "BEAM"))
     with pytest.raises(InputError, match=r"RD.dcm: DoseSummationType 'BEAM'"):
         check_plan(copy / "RP.dcm")
+
+
+@pytest.mark.slow
+def test_openkbp_round_trip(openkbp_dir, tmp_path):
+    """An OpenKBP head-and-neck patient (CT and structures written as DICOM beside the plan),
+    five beams of two open fields each around the targets, dose on an 8 mm grid: >= 98 %."""
+    patient = read_openkbp_patient(openkbp_dir / "validation-pats" / "pt_201")
+    targets = np.any([s.mask for s in patient.structures if s.kind == "target"], axis=0)
+    z, y, x = patient.grid.index_to_position_mm(np.argwhere(targets).mean(axis=0))
+    segments = (open_field(MACHINE, (-50.0, 50.0), (-50.0, 50.0), 60.0),
+                open_field(MACHINE, (-30.0, 30.0), (-40.0, 20.0), 40.0))
+    beams = [PlanBeam(f"G{g:03.0f}", Beam(g, 0.0, 0.0, (x, y, z)), segments) for g in GANTRY_DEG]
+    dose_grid = patient.grid.resampled((8.0, 8.0, 8.0))
+    fractions = patient.prescriptions[0].fractions
+    dose = np.asarray(segment_dose(patient.density, patient.grid, dose_grid,
+                                   [b.beam for b in beams], [b.segments for b in beams], MACHINE,
+                                   load_beam_model())) * fractions
+    write_plan_dicom(tmp_path / "plan", patient, beams, MACHINE, dose, dose_grid,
+                     fractions=fractions, prescriptions=patient.prescriptions)
+    result = check_plan(tmp_path / "plan" / "RP.dcm")
+    assert result.pass_rate >= 0.98 and result.passed
+    assert {s.name for s in result.structures} >= {"PTV70", "SpinalCord"}
+    assert result.normalisation_gy == 70.0
+
+
+@pytest.mark.slow
+def test_planner_plan_output_passes(tmp_path):
+    """The folder ``planner plan`` writes (CI-sized C-shape plan, as tests/planner/
+    test_pipeline.py runs it) passes its own check."""
+    out = tmp_path / "run"
+    plan_patient("example:cshape", "tg119_c_shape", out_dir=out, device="cpu", beam_count=5,
+                 beamlet_mm=10.0, dose_grid_mm=8.0, max_segments_per_beam=5)
+    result = check_plan(out / DICOM_FOLDER / "RP.dcm")
+    assert result.pass_rate >= 0.98 and result.passed
+    assert result.files.rtdose == out / DICOM_FOLDER / "RD.dcm"

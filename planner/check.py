@@ -293,6 +293,12 @@ def locate_files(rtplan: str | Path, plan: RtPlan, *, rtdose: str | Path | None 
         file), several candidates, or CT slices spread over several folders.
     """
     rtplan = Path(rtplan)
+    for option, given, is_kind in (("--rtdose", rtdose, Path.is_file),
+                                   ("--rtstruct", rtstruct, Path.is_file),
+                                   ("--ct", ct, Path.is_dir)):
+        if given is not None and not is_kind(Path(given)):
+            kind = "folder" if option == "--ct" else "file"
+            raise InputError(f"{given}: no such {kind} ({option})")
     found_doses: list[tuple[Path, str]] = []
     found_structures: list[Path] = []
     ct_series: dict[str, list[Path]] = {}
@@ -398,6 +404,8 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
         structure set of another frame of reference.
     """
     rtplan = Path(rtplan)
+    if not rtplan.is_file():
+        raise InputError(f"{rtplan}: no such file")
     ds = read_dicom(rtplan)
     check_plan_dataset(ds, rtplan)
     plan = read_rt_plan(rtplan)

@@ -2,10 +2,11 @@
 
 The reference is an OpenKBP clinical dose (``dose.csv``, 70/63/56 Gy plans) interpolated onto
 isotropic grids of 3 mm (the usual clinical dose grid), 2 mm and 1.25 mm (over 1 M points above
-the threshold), each covering the box of the dose above 5 % of its maximum; the evaluated dose is the same dose moved by (0.6, -0.8, 1.0) mm (z, y, x) and
-scaled by 1.01, a plausible secondary-check difference. Printed per grid: the points above 10 %,
-the gamma 3 %/2 mm pass rate and wall time with the default 0.5 mm search lattice, and with a
-0.25 mm lattice (8x the offsets; 3 and 2 mm grids) to show what the coarser lattice costs in pass rate.
+the threshold), each covering the box of the dose above 5 % of its maximum; the evaluated dose
+is the same dose moved by (0.6, -0.8, 1.0) mm (z, y, x) and scaled by 1.01, a plausible
+secondary-check difference. Printed per grid: the points above 10 %, the gamma 3 %/2 mm pass
+rate and wall time with the default 0.5 mm search lattice, and with a 0.25 mm lattice (8x the
+offsets; 3 and 2 mm grids) to show what the coarser lattice costs in pass rate.
 Wall clock on a shared machine: other work may run at the same time.
 
 Usage: ``.venv/bin/python benchmarks/bench_gamma.py [PATIENT_FOLDER] [--cuda]`` (default the

@@ -109,21 +109,36 @@ class ProtocolConflictError(PlannerError):
 
 
 @dataclass(frozen=True)
-class BeamSequence:
-    """The step-and-shoot segments of one beam from :func:`sequence_beams`.
+class FieldSequence:
+    """The step-and-shoot segments of one treatment field from :func:`sequence_beams`.
+
+    A beam whose beamlets span more than the MLC carriage allows (``Machine.max_leaf_span_mm``)
+    is split along the leaf travel into fields of equal width (split fields, as clinical systems
+    deliver wide head-and-neck fields); every other beam is one field.
 
     Attributes
     ----------
+    beam : int
+        Index of the beam (of the beam set) the field belongs to.
+    part, parts : int
+        Which of how many fields of that beam (``0`` of ``1`` when not split).
     segments : tuple of Segment
         ``mu`` in the units of the fluence (MU over all fractions).
     least_mu : float
-        The least total weight any decomposition of this beam's fluence into apertures can have
+        The least total weight any decomposition of this field's fluence into apertures can have
         (the largest sum of rises along a beamlet row, Engel 2005), same units: how much of the
         MU comes from the modulation itself.
     """
 
+    beam: int
+    part: int
+    parts: int
     segments: tuple[Segment, ...]
     least_mu: float
+
+    def name(self, gantry_deg: float) -> str:
+        """``G040``, or ``G040-1``, ``G040-2`` for the parts of a split beam."""
+        return f"G{gantry_deg:03.0f}" + (f"-{self.part + 1}" if self.parts > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -259,7 +274,7 @@ def smoothness_regulariser(beamset: BeamSet, weight: float = SMOOTHNESS_WEIGHT
 
 def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_weight: float,
                    n_levels: int = SEQUENCING_LEVELS,
-                   max_segments: int = MAX_SEGMENTS_PER_BEAM) -> tuple[BeamSequence, ...]:
+                   max_segments: int = MAX_SEGMENTS_PER_BEAM) -> tuple[FieldSequence, ...]:
     """Leaf-sequence each beam's optimised fluence into MLC segments (``optim.sequence_leaves``).
 
     Parameters
@@ -272,36 +287,47 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
     min_weight : float, MU (same units as ``x``)
         Least weight of a segment.
     n_levels, max_segments : int
-        See :func:`optim.sequence_leaves`.
+        See :func:`optim.sequence_leaves`; ``max_segments`` holds for each field.
 
     Returns
     -------
-    tuple of BeamSequence
-        One per beam of ``beamset``; a beam whose fluence is zero has no segment.
+    tuple of FieldSequence
+        In beam order; a beam wider than the leaf span gives several fields (see
+        :class:`FieldSequence`), a beam or field whose fluence is zero none.
     """
     out = []
     h = beamset.beamlet_size_mm
+    span = machine.max_leaf_span_mm
     for b in range(len(beamset.beams)):
         cols = beamset.beamlets_of(b)
         if cols.size == 0 or not np.any(x[cols] > 0):
-            out.append(BeamSequence((), 0.0))
             continue
         row, col = _beamlet_lattice(beamset, cols)
         iv, iu = row - row.min(), col - col.min()
         fluence = np.zeros((iv.max() + 1, iu.max() + 1))
         fluence[iv, iu] = x[cols]
-        least = float(np.clip(np.diff(fluence, prepend=0, axis=1), 0, None).sum(axis=1).max())
-        seq = sequence_leaves(
-            fluence, h * (row.min() + np.arange(fluence.shape[0] + 1)),
-            h * (col.min() + np.arange(fluence.shape[1] + 1)), machine.leaf_boundaries_mm,
-            n_levels=n_levels, max_segments=max_segments, min_weight=min_weight,
-            min_gap_mm=machine.min_leaf_gap_mm,
-            leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
-            jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
-            max_leaf_span_mm=machine.max_leaf_span_mm, interdigitation=machine.interdigitation)
-        out.append(BeamSequence(tuple(
-            Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
-            for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm, seq.weights)), least))
+        width = h * fluence.shape[1] + machine.min_leaf_gap_mm
+        parts = 1 if span is None or width <= span else int(np.ceil(width / span))
+        columns = np.array_split(np.arange(fluence.shape[1]), parts)
+        for part, part_columns in enumerate(columns):
+            part_fluence = fluence[:, part_columns]
+            if not np.any(part_fluence > 0):
+                continue
+            first = col.min() + part_columns[0]
+            least = float(np.clip(np.diff(part_fluence, prepend=0, axis=1), 0, None)
+                          .sum(axis=1).max())
+            seq = sequence_leaves(
+                part_fluence, h * (row.min() + np.arange(part_fluence.shape[0] + 1)),
+                h * (first + np.arange(part_fluence.shape[1] + 1)), machine.leaf_boundaries_mm,
+                n_levels=n_levels, max_segments=max_segments, min_weight=min_weight,
+                min_gap_mm=machine.min_leaf_gap_mm,
+                leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
+                jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
+                max_leaf_span_mm=span, interdigitation=machine.interdigitation)
+            segments = tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
+                             for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm,
+                                                     seq.weights))
+            out.append(FieldSequence(b, part, parts, segments, least))
     return tuple(out)
 
 
@@ -551,10 +577,13 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     min_weight = MIN_MU_PER_SEGMENT * fractions
     sequences = sequence_beams(result.x, beamset, machine, min_weight=min_weight,
                                max_segments=max_segments_per_beam)
-    per_beam = [list(s.segments) for s in sequences]
-    step("sequencing", "segments per beam " + str([len(s) for s in per_beam]))
+    per_field = [list(f.segments) for f in sequences]
+    names = [f.name(beams[f.beam].gantry_deg) for f in sequences]
+    step("sequencing", "segments per field: " + ", ".join(
+        f"{n} {len(s)}" for n, s in zip(names, per_field)))
 
-    voxel_index, S = segment_dose_matrix(density, patient.grid, dose_grid, beams, per_beam,
+    voxel_index, S = segment_dose_matrix(density, patient.grid, dose_grid,
+                                         [beams[f.beam] for f in sequences], per_field,
                                          machine, model)
     step("segment doses", f"{S.shape[1]} segments on {S.shape[0]} voxels")
 
@@ -562,7 +591,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     host_index = to_device(voxel_index, "cpu")
     objectives = segment_weight_objectives(dose_patient, protocol, mapping.mapping, host_index,
                                            fluence.dose_gy, xp=xp)
-    w0 = np.array([seg.mu for segs in per_beam for seg in segs])
+    w0 = np.array([seg.mu for segs in per_field for seg in segs])
     weights = optimise_segment_weights(S, objectives, w0, min_weight=min_weight,
                                        max_iter=SEGMENT_WEIGHT_ITERATIONS)
     step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
@@ -574,14 +603,14 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
                                    protocol)
     plan_beams, k = [], 0
-    for beam, segs in zip(beams, per_beam):
+    for f, name, segs in zip(sequences, names, per_field):
         kept = []
         for seg in segs:
             if weights.x[k] > 0:
                 kept.append(dataclasses.replace(seg, mu=float(weights.x[k]) / fractions))
             k += 1
         if kept:
-            plan_beams.append(PlanBeam(f"G{beam.gantry_deg:03.0f}", beam, tuple(kept)))
+            plan_beams.append(PlanBeam(name, beams[f.beam], tuple(kept)))
     step("final dose", f"max {float(dose.max()):.2f} Gy; "
                        f"{sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met")
 

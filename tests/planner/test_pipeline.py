@@ -87,6 +87,30 @@ def test_sequence_beams_delivers_the_fluence_on_the_beamlet_squares():
     np.testing.assert_allclose(delivered.ravel(), x, atol=level / 2 + 1e-9)  # rounding to levels
     # Engel's bound: the largest sum of rises along a row, here the last row's ramp top.
     assert beam.least_mu == pytest.approx(x.reshape(6, 8)[:, -1].max())
+    assert (beam.beam, beam.part, beam.parts) == (0, 0, 1) and beam.name(40.0) == "G040"
+
+
+def test_sequence_beams_splits_a_beam_wider_than_the_leaf_span():
+    """A 200 mm wide fluence (span 150 mm): two fields of 100 mm, each within the carriage's
+    span, together delivering the fluence to within one level."""
+    machine = load_machine()
+    h = 5.0
+    rows, cols = np.meshgrid(np.arange(-2, 2), np.arange(-20, 20), indexing="ij")
+    x = (20.0 + np.abs(cols) + 2.0 * (rows + 2)).astype(float).ravel()
+    beamset = BeamSet((Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)),), h, np.zeros(x.size, int),
+                      (cols.ravel() + 0.5) * h, (rows.ravel() + 0.5) * h)
+    fields = sequence_beams(x, beamset, machine, min_weight=0.0, n_levels=20, max_segments=50)
+    assert [(f.part, f.parts) for f in fields] == [(0, 2), (1, 2)]
+    assert [f.name(0.0) for f in fields] == ["G000-1", "G000-2"]
+    clear = dataclasses.replace(machine, leaf_transmission=0.0)
+    delivered = sum(segments_fluence(f.segments, clear, h * np.arange(-20, 21),
+                                     h * np.arange(-2, 3)) for f in fields)
+    np.testing.assert_allclose(delivered.ravel(), x, atol=x.max() / 20 / 2 + 1e-9)
+    for f in fields:
+        for segment in f.segments:
+            for bank in (0, 1):
+                positions = segment.leaf_positions_mm[:, bank]
+                assert positions.max() - positions.min() <= machine.max_leaf_span_mm
 
 
 def test_conflicting_protocol_stops_before_planning(tmp_path):
@@ -153,17 +177,18 @@ def check_dciodvfy(folder: Path, tmp_path: Path) -> None:
 def check_goals_match_files(summary: dict, protocol, ct_folder: Path, rtstruct: Path,
                             rtdose: Path) -> None:
     """Goals recomputed from the exported files alone (CT + RTSTRUCT + RT Dose read back by
-    planner's readers) match the summary's. Tolerance: 0.3 Gy / 0.5 % volume / 0.5 cc: the
-    structures come back from contours (boundary voxels may flip) and the dose from 32-bit
-    pixels; on the coarse test plans the dose varies about 1-2 Gy per voxel at the target edge,
-    and one voxel of a several-hundred-voxel structure moves a D_v by a small part of that."""
+    planner's readers) match the summary's. Tolerance 0.05 Gy / 0.1 % volume / 0.1 cc: the dose
+    comes back from 32-bit pixels (about 1e-8 Gy steps) and the structures from their contours,
+    which on these phantoms and OpenKBP masks give back the same voxels (differences were 0 in
+    development); a flipped boundary voxel moves a D_v by up to the dose step between voxels,
+    which the tolerance would catch."""
     patient = read_review_patient(ct_folder, rtstruct)
     dose, dose_grid = read_rt_dose(rtdose)
     rows = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid), protocol)
     reported = summary["goals"]["plan"]
     assert [r["goal"] for r in reported] == [g.goal.label for g in rows]
     for r, g in zip(reported, rows):
-        tol = {"Gy": 0.3, "%": 0.5, "cc": 0.5}[g.unit]
+        tol = {"Gy": 0.05, "%": 0.1, "cc": 0.1}[g.unit]
         assert r["value"] == pytest.approx(g.value, abs=tol), r["goal"]
         # met/unmet agrees unless the goal sits within the tolerance of its limit
         if abs(g.margin) > tol:
@@ -239,6 +264,7 @@ def test_cshape_outputs_pass_dciodvfy(cshape_plan, tmp_path):
     check_dciodvfy(cshape_plan.out_dir / DICOM_FOLDER, tmp_path)
 
 
+@pytest.mark.slow
 def test_openkbp_patient_end_to_end(openkbp_dir, tmp_path):
     """An OpenKBP head-and-neck patient (coarse): outputs exist, pass dciodvfy, and the reported
     goals match the exported files."""

@@ -43,6 +43,8 @@ CALIBRATION_GY_PER_MU = 0.01
 DEPTH_STEP_MM = 0.5
 MAX_DEPTH_MM = 800.0
 MAGNIFICATION_STEP = 0.025
+# Lateral densities (g/cm^3) of the primary planes: lung to cortical bone, closer near water.
+LATERAL_DENSITIES = np.array([0.2, 0.3, 0.45, 0.65, 0.85, 1.0, 1.2, 1.5, 1.9])
 REACH_MM = 150.0  # fluence maps extend this far beyond the jaws: the kernels' reach
 
 
@@ -228,9 +230,12 @@ class Planes:
 
     Attributes
     ----------
-    primary : (n_m, nv, nu) float32 array, MU
+    primary : (n_m, n_rho, nv, nu) float32 array, MU
+        One plane per magnification and lateral density (primary kernel rate scaled by the
+        density, see :func:`lateral_planes`).
     scatter : (n_m, nv // f, nu // f) float32 array, MU
     magnifications : (n_m,) float array, evenly spaced
+    densities : (n_rho,) float array, g/cm^3, increasing
     u0_mm, v0_mm : float, mm
         Lower edges of the maps at the isocentre plane.
     spacing_mm : float, mm
@@ -241,6 +246,7 @@ class Planes:
     primary: Any
     scatter: Any
     magnifications: np.ndarray
+    densities: np.ndarray
     u0_mm: float
     v0_mm: float
     spacing_mm: float
@@ -254,14 +260,23 @@ def _transfer(rate_per_mm: float, k: np.ndarray) -> np.ndarray:
 
 def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
                    magnifications: np.ndarray, model: BeamModel, *,
+                   densities: np.ndarray = np.array([1.0]),
                    scatter_spacing_mm: float = 2.0) -> Planes:
     """Fluence blurred by the source and convolved with the lateral kernels, per magnification.
 
     The convolutions are products in the Fourier domain with the kernels' analytic transforms
     (a kernel at magnification ``m`` has transform ``b / sqrt(b^2 + (k/m)^2)``) and the source's
     Gaussian transforms. The maps are zero-padded so that the periodic images of the kernels
-    stay negligible: 40 mm for the primary kernel (``exp(-b 40 mm) < 1e-6`` for the fitted b)
-    and three map widths for the scatter kernel.
+    stay negligible: 20 mm / density for the primary kernel (images at least 40 mm / density
+    away: ``exp(-b 40 mm) < 1e-5`` for the fitted b) and three map widths for the scatter
+    kernel.
+
+    Lateral density scaling: the secondary electrons that spread the primary dose travel
+    ``1 / density`` times further in a medium of that density (same kernel in radiological
+    distance), so the primary kernel at density ``rho`` has rate ``b rho``; this gives the lower
+    dose inside lung of fields narrower than the electrons' range (lateral disequilibrium). The
+    scatter kernel is not scaled (photon scatter reaching a point comes from the whole
+    irradiated volume, not only the local medium).
 
     Parameters
     ----------
@@ -273,6 +288,8 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
     magnifications : (n_m,) float array, evenly spaced
         ``t / SAD`` at which the kernels are evaluated.
     model : BeamModel
+    densities : (n_rho,) float array, g/cm^3
+        Lateral densities at which the primary planes are computed (increasing).
     scatter_spacing_mm : float, mm
         Approximate pixel size for the scatter convolution (a whole multiple of ``spacing_mm``).
 
@@ -290,7 +307,7 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
     blocks[:nv, :nu] = fluence
     coarse = blocks.reshape(cv, factor, cu, factor).mean(axis=(1, 3))
 
-    def convolve(image: Any, spacing: float, pad: int, rate: float) -> Any:
+    def convolve(image: Any, spacing: float, pad: int, rates: list[float]) -> Any:
         rows, cols = image.shape
         shape = (_fast_len(rows + 2 * pad), _fast_len(cols + 2 * pad))
         spectrum = xp.fft.rfft2(image, s=shape)
@@ -299,17 +316,34 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
         k = np.sqrt(kv**2 + ku**2)
         source = ((1 - model.extrafocal_fraction) * np.exp(-0.5 * (k * model.focal_sigma_mm)**2)
                   + model.extrafocal_fraction * np.exp(-0.5 * (k * model.extrafocal_sigma_mm)**2))
-        out = xp.empty((len(magnifications), rows, cols), dtype=xp.float32)
+        out = xp.empty((len(magnifications), len(rates), rows, cols), dtype=xp.float32)
         for index, magnification in enumerate(magnifications):
-            transfer = xp.asarray(source * _transfer(rate, k / magnification))
-            out[index] = xp.fft.irfft2(spectrum * transfer, s=shape)[:rows, :cols]
+            for which, rate in enumerate(rates):
+                transfer = xp.asarray(source * _transfer(rate, k / magnification))
+                out[index, which] = xp.fft.irfft2(spectrum * transfer, s=shape)[:rows, :cols]
         return out
 
-    primary = convolve(fluence, spacing_mm, int(np.ceil(40.0 / spacing_mm)),
-                       model.primary_lateral_per_mm)
-    scatter = convolve(coarse, spacing_mm * factor, max(cv, cu), model.scatter_attenuation_per_mm)
-    return Planes(primary, scatter, np.asarray(magnifications, dtype=float), float(u0_mm),
-                  float(v0_mm), float(spacing_mm), factor)
+    densities = np.asarray(densities, dtype=float)
+    primary = convolve(fluence, spacing_mm, int(np.ceil(20.0 / densities.min() / spacing_mm)),
+                       [model.primary_lateral_per_mm * rho for rho in densities])
+    scatter = convolve(coarse, spacing_mm * factor, max(cv, cu),
+                       [model.scatter_attenuation_per_mm])[:, 0]
+    return Planes(primary, scatter, np.asarray(magnifications, dtype=float), densities,
+                  float(u0_mm), float(v0_mm), float(spacing_mm), factor)
+
+
+def density_planes(lateral_density: Any) -> np.ndarray:
+    """The lateral densities of ``LATERAL_DENSITIES`` whose planes cover the 1st to 99th
+    percentile of the voxels' lateral densities (g/cm^3); just ``[1.0]`` for water. Voxels
+    outside take the nearest plane (e.g. partial-volume voxels at the skin)."""
+    xp = array_module(lateral_density)
+    if lateral_density.size == 0:
+        return np.array([1.0])
+    low, high = (float(v) for v in xp.percentile(lateral_density, xp.asarray([1.0, 99.0])))
+    grid = LATERAL_DENSITIES
+    first = max(0, int(np.searchsorted(grid, low, side="right")) - 1)
+    last = min(grid.size - 1, int(np.searchsorted(grid, high, side="left")))
+    return grid[first:last + 1]
 
 
 def magnification_planes(t_min_mm: float, t_max_mm: float, sad_mm: float) -> np.ndarray:
@@ -322,9 +356,9 @@ def magnification_planes(t_min_mm: float, t_max_mm: float, sad_mm: float) -> np.
     return np.linspace(low, high, count)
 
 
-def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
-                  ) -> tuple[Any, Any]:
-    """Primary and scatter convolutions at beam's-eye-view points, trilinear in (m, v, u).
+def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
+                  density: Any = None) -> tuple[Any, Any]:
+    """Primary and scatter convolutions at beam's-eye-view points, linear in (m, rho, v, u).
 
     Parameters
     ----------
@@ -332,6 +366,8 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     t_mm, u_mm, v_mm : (n,) float arrays, mm
         Axial distance from the source and isocentre-plane position of each point.
     sad_mm : float, mm
+    density : (n,) float array, g/cm^3, optional
+        Lateral density at each point (needed when the planes have more than one density).
 
     Returns
     -------
@@ -344,9 +380,17 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     values = []
     for array, spacing in ((planes.primary, planes.spacing_mm),
                            (planes.scatter, planes.spacing_mm * planes.scatter_factor)):
-        coords = xp.stack([m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
-                           (u_mm - planes.u0_mm) / spacing - 0.5]).astype(xp.float32)
-        values.append(ndimage.map_coordinates(array, coords, order=1, mode="constant", cval=0.0))
+        coords = [m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
+                  (u_mm - planes.u0_mm) / spacing - 0.5]
+        if array.ndim == 4:
+            if planes.densities.size == 1:
+                array = array[:, 0]
+            else:
+                rho_index = xp.interp(density, xp.asarray(planes.densities),
+                                      xp.arange(planes.densities.size, dtype=xp.float64))
+                coords.insert(1, rho_index)
+        values.append(ndimage.map_coordinates(array, xp.stack(coords).astype(xp.float32),
+                                              order=1, mode="constant", cval=0.0))
     return values[0], values[1]
 
 

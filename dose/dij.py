@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from dose._xp import array_module, ndimage_module, sparse_module, to_device
-from dose.beam_model import (BeamModel, centred_square, depth_terms, lateral_planes,
-                             magnification_planes)
+from dose.beam_model import (BeamModel, centred_square, density_planes, depth_terms,
+                             lateral_planes, magnification_planes)
 from dose.beams import BeamSet
 from dose.grid import Grid
-from dose.raytrace import LATERAL_STEP_MM, STEP_MM, beam_voxels
+from dose.raytrace import (LATERAL_STEP_MM, STEP_MM, beam_voxels, density_at,
+                           voxel_positions_xyz)
 from dose.segments import dose_voxels
 
 TABLE_SPACING_MM = 0.25
@@ -56,7 +57,8 @@ class DoseInfluence:
 
 
 def beamlet_table(model: BeamModel, beamlet_size_mm: float, reach_mm: float,
-                  magnifications: np.ndarray, xp: Any = np) -> tuple[Any, float, float]:
+                  magnifications: np.ndarray, xp: Any = np,
+                  densities: np.ndarray = np.array([1.0])) -> tuple[Any, Any, float, float]:
     """The dose planes of one beamlet (a square of 1 MU fluence) on a fine square table.
 
     The same source blur and kernels as :func:`dose.segments.segment_dose` (through
@@ -65,9 +67,13 @@ def beamlet_table(model: BeamModel, beamlet_size_mm: float, reach_mm: float,
 
     Returns
     -------
-    table : (n_m, n, n) complex64 array, MU
-        Primary (real part) and scatter (imaginary part) convolutions of the beamlet centred in
-        the table; one gather fetches both.
+    primary : (n_m * n_pairs, n, n) complex64 array, MU
+        Primary convolution of the beamlet centred in the table, at lateral densities
+        ``densities[i]`` (real part) and ``densities[i + 1]`` (imaginary part) in plane
+        ``i_m * n_pairs + i`` (``n_pairs = max(1, n_rho - 1)``): one gather fetches the two
+        densities a voxel's lies between.
+    scatter : (n_m, n, n) float32 array, MU
+        Scatter convolution (independent of the lateral density).
     u0_mm : float, mm
         Lower edge of the table along u and v (the table is square and centred on the beamlet).
     spacing_mm : float, mm
@@ -78,17 +84,23 @@ def beamlet_table(model: BeamModel, beamlet_size_mm: float, reach_mm: float,
     n = 2 * int(np.ceil(reach_mm / h)) + 2  # even: pixel edges at 0 and at +-width/2
     edges = (np.arange(n + 1) - n / 2) * h
     planes = lateral_planes(xp.asarray(centred_square(edges, beamlet_size_mm / 2)), h, edges[0],
-                            edges[0],
-                            magnifications, model)
+                            edges[0], magnifications, model, densities=densities)
     centres = xp.asarray((0.5 * (edges[1:] + edges[:-1]) - edges[0]) / (h * planes.scatter_factor)
                          - 0.5)
     coords = xp.stack(xp.meshgrid(centres, centres, indexing="ij")).reshape(2, -1)
-    table = xp.empty((magnifications.size, n, n), dtype=xp.complex64)
+    n_rho = planes.densities.size
+    n_pairs = max(1, n_rho - 1)
+    primary = xp.empty((magnifications.size * n_pairs, n, n), dtype=xp.complex64)
+    scatter = xp.empty((magnifications.size, n, n), dtype=xp.float32)
     ndimage = ndimage_module(xp)
     for index in range(magnifications.size):
-        scatter = ndimage.map_coordinates(planes.scatter[index], coords, order=1, mode="nearest")
-        table[index] = planes.primary[index] + 1j * scatter.reshape(n, n)
-    return table, float(edges[0]), float(h)
+        scatter[index] = ndimage.map_coordinates(planes.scatter[index], coords, order=1,
+                                                 mode="nearest").reshape(n, n)
+        for pair in range(n_pairs):
+            primary[index * n_pairs + pair] = (planes.primary[index, pair]
+                                               + 1j * planes.primary[index, min(pair + 1,
+                                                                                n_rho - 1)])
+    return primary, scatter, float(edges[0]), float(h)
 
 
 def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: BeamSet,
@@ -142,7 +154,9 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
     magnifications = magnification_planes(max(float(t_corners.min()), 1.0),
                                           float(t_corners.max()), sad)
     reach = truncation_mm + _table_margin_mm(width)
-    table, table_u0, table_h = beamlet_table(model, width, reach, magnifications, xp)
+    densities = density_planes(
+        density_at(density, density_grid, voxel_positions_xyz(dose_grid, voxel_index)))
+    table = beamlet_table(model, width, reach, magnifications, xp, densities)
 
     def beam_entries(b: int) -> tuple[Any, Any, Any]:
         cols = beamset.beamlets_of(b)
@@ -152,8 +166,8 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
         voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beamset.beams[b],
                              model, sad_mm=sad, uv_window_mm=window,
                              lateral_step_mm=lateral_step_mm, step_mm=step_mm)
-        return _beam_block(voxels, u_b, v_b, int(cols[0]), width, truncation_mm, table, table_u0,
-                           table_h, magnifications, sad, dose_grid.size, xp)
+        return _beam_block(voxels, u_b, v_b, int(cols[0]), width, truncation_mm, table,
+                           magnifications, densities, sad, dose_grid.size, xp)
 
     beams_with_beamlets = [b for b in range(len(beamset.beams)) if beamset.beamlets_of(b).size]
     # numpy releases the GIL in its array loops: beams run side by side on the CPU cores.
@@ -223,8 +237,8 @@ def _repeat_by_search(values: Any, counts: Any, xp: Any) -> Any:
 
 
 def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, first_column: int, width: float,
-                radius: float, table: Any, table_u0: float, table_h: float,
-                magnifications: np.ndarray, sad: float, n_rows: int, xp: Any) -> Any:
+                radius: float, table: tuple[Any, Any, float, float], magnifications: np.ndarray,
+                densities: np.ndarray, sad: float, n_rows: int, xp: Any) -> Any:
     """The entries of one beam: ``(values, columns, per-row counts (n_rows,))``; the beam's
     beamlets are the columns from ``first_column`` on.
 
@@ -233,7 +247,9 @@ def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, first_column: int
     nearest point of the voxel's cell. The work grows with the entries kept, not with the grid.
     Entries come out ordered by voxel (row), as CSR needs.
     """
-    n_m, n_t, _ = table.shape
+    primary_table, scatter_table, table_u0, table_h = table
+    n_pairs = max(1, densities.size - 1)
+    n_m, n_t = scatter_table.shape[0], scatter_table.shape[1]
     # Beamlet lattice: cell (iv, iu) -> local column, -1 where no beamlet. Padded by 2k cells so
     # that the whole neighbourhood of any voxel within k cells of a beamlet lies inside it.
     iu_b = np.rint(u_b / width - 0.5).astype(np.int64)
@@ -253,19 +269,24 @@ def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, first_column: int
     # whole number of table pixels, its table index is the voxel's own minus (du, dv) w / h.
     pixels_per_cell = int(round(width / table_h))
     table_offsets = xp.asarray((-(dv * n_t + du) * pixels_per_cell).astype(np.int32))[None, :]
-    table_flat = table.ravel()
+    primary_flat, scatter_flat = primary_table.ravel(), scatter_table.ravel()
 
     iu = xp.floor(voxels.u_mm / width).astype(xp.int64)
     iv = xp.floor(voxels.v_mm / width).astype(xp.int64)
     inside = xp.flatnonzero((iu - k >= iu0) & (iu + k < iu0 + n_u) & (iv - k >= iv0)
                             & (iv + k < iv0 + n_v))
     iu, iv = iu[inside], iv[inside]
-    primary_gy = voxels.primary_gy[inside][:, None]
     scatter_gy = voxels.scatter_gy[inside][:, None]
     cell = ((iv - iv0) * n_u + (iu - iu0)).astype(xp.int32)[:, None]
     m_step = magnifications[1] - magnifications[0]
     plane = xp.clip(xp.rint((voxels.t_mm[inside] / sad - magnifications[0]) / m_step), 0, n_m - 1)
-    # Table pixel of the voxel's offset from its own cell's beamlet (nearest pixel centre).
+    # Linear in lateral density: the pair of planes around the voxel's density, and its weight.
+    rho_position = xp.interp(voxels.lateral_density[inside], xp.asarray(densities),
+                             xp.arange(densities.size, dtype=xp.float64))
+    pair = xp.clip(xp.floor(rho_position), 0, n_pairs - 1)
+    w_rho = (rho_position - pair).astype(xp.float32) if densities.size > 1 else 0.0 * rho_position
+    primary_low = (voxels.primary_gy[inside] * (1 - w_rho)).astype(xp.float32)[:, None]
+    primary_high = (voxels.primary_gy[inside] * w_rho).astype(xp.float32)[:, None]
     # Bilinear in the table: the voxel's fractional pixel position is the same for every beamlet
     # (offsets are whole pixels), so the four weights are per voxel.
     pu = (voxels.u_mm[inside] - (iu + 0.5) * width - table_u0) / table_h - 0.5
@@ -275,7 +296,9 @@ def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, first_column: int
     corner_weights = [((1 - wv) * (1 - wu))[:, None], ((1 - wv) * wu)[:, None],
                       (wv * (1 - wu))[:, None], (wv * wu)[:, None]]
     corners = (0, 1, n_t, n_t + 1)
-    base = ((plane * n_t + tv) * n_t + tu).astype(xp.int32)[:, None]
+    base = (((plane * n_pairs + pair) * n_t + tv) * n_t + tu).astype(xp.int32)[:, None]
+    # The smooth scatter: nearest table pixel (0.25 mm).
+    scatter_base = ((plane * n_t + xp.rint(pv)) * n_t + xp.rint(pu)).astype(xp.int32)[:, None]
     n_vox = inside.size
     chunk = max(1, CHUNK_PAIRS // du.size)
     data, indices, counts = [], [], []
@@ -283,10 +306,11 @@ def _beam_block(voxels: Any, u_b: np.ndarray, v_b: np.ndarray, first_column: int
         s = slice(start, start + chunk)
         col = lattice_flat[cell[s] + cell_offsets]
         index = base[s] + table_offsets
-        both = table_flat[index] * corner_weights[0][s]
+        both = primary_flat[index] * corner_weights[0][s]
         for corner, weight in zip(corners[1:], corner_weights[1:]):
-            both += table_flat[index + corner] * weight[s]
-        value = primary_gy[s] * both.real + scatter_gy[s] * both.imag
+            both += primary_flat[index + corner] * weight[s]
+        value = (primary_low[s] * both.real + primary_high[s] * both.imag
+                 + scatter_gy[s] * scatter_flat[scatter_base[s] + table_offsets])
         keep = col >= 0
         data.append(value[keep])
         indices.append(col[keep])
@@ -303,12 +327,14 @@ def _dropped_fraction(model: BeamModel, width: float, radius: float, xp: Any) ->
     circle; the kept lattice neighbourhood reaches at least this far, so this is an upper bound)."""
     depth = 100.0
     magnifications = np.array([1.0 + depth / 1000.0, 1.0 + depth / 1000.0 + 0.025])
-    table, u0, h = beamlet_table(model, width, radius + _table_margin_mm(width), magnifications, xp)
-    plane = to_device(table[0], "cpu")
+    primary_table, scatter_table, u0, h = beamlet_table(
+        model, width, radius + _table_margin_mm(width), magnifications, xp)
+    primary_plane = to_device(primary_table[0].real, "cpu")
+    scatter_plane = to_device(scatter_table[0], "cpu")
     primary, scatter = depth_terms(model, np.array([depth]))
-    centres = u0 + h * (np.arange(plane.shape[0]) + 0.5)
+    centres = u0 + h * (np.arange(primary_plane.shape[0]) + 0.5)
     inside = np.hypot(centres[:, None], centres[None, :]) <= radius
-    kept = primary[0] * plane.real[inside].sum() + scatter[0] * plane.imag[inside].sum()
+    kept = primary[0] * primary_plane[inside].sum() + scatter[0] * scatter_plane[inside].sum()
     total = (primary[0] + scatter[0]) * width**2 / h**2  # kernels and source integrate to 1
     return float(1.0 - kept / total)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from dose._xp import array_module, ndimage_module
-from dose.beam_model import BeamModel, depth_terms
+from dose.beam_model import LATERAL_DENSITIES, BeamModel, depth_terms
 from dose.beams import Beam
 from dose.geometry import project_to_beam
 from dose.grid import Grid
@@ -118,6 +118,9 @@ class BeamVoxels:
         ``gy_per_mu * (SAD / t)^2 * P(d)`` and the same with ``S(d)``.
     depth_mm : (n,) float32 array, mm
         Radiological depth.
+    lateral_density : (n,) float array, g/cm^3
+        Density at the voxel (trilinear), clipped to the range of the lateral-density planes:
+        it scales the primary kernel's lateral range.
     """
 
     index: Any
@@ -127,6 +130,7 @@ class BeamVoxels:
     primary_gy: Any
     scatter_gy: Any
     depth_mm: Any
+    lateral_density: Any
 
 
 def beam_voxels(density: Any, density_grid: Grid, dose_grid: Grid, voxel_index: Any, beam: Beam,
@@ -157,10 +161,12 @@ def beam_voxels(density: Any, density_grid: Grid, dose_grid: Grid, voxel_index: 
     index, u, v, t = voxel_index[keep], u[keep], v[keep], t[keep]
     if index.size == 0:
         empty = xp.zeros(0, dtype=xp.float32)
-        return BeamVoxels(index, u, v, t, empty, empty, empty)
+        return BeamVoxels(index, u, v, t, empty, empty, empty, empty)
     depth = radiological_depth(density, density_grid, beam, u, v, t, sad_mm=sad_mm,
                                lateral_step_mm=lateral_step_mm, step_mm=step_mm)
     primary, scatter = depth_terms(model, depth)
     scale = model.gy_per_mu * (sad_mm / t) ** 2
+    lateral = xp.clip(density_at(density, density_grid, points[keep]),
+                      float(LATERAL_DENSITIES[0]), float(LATERAL_DENSITIES[-1]))
     return BeamVoxels(index, u, v, t, (scale * primary).astype(xp.float32),
-                      (scale * scatter).astype(xp.float32), depth)
+                      (scale * scatter).astype(xp.float32), depth, lateral)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from dose._xp import array_module
-from dose.beam_model import REACH_MM, BeamModel, lateral_planes, magnification_planes, sample_planes
+from dose.beam_model import (REACH_MM, BeamModel, density_planes, lateral_planes,
+                             magnification_planes, sample_planes)
 from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import Machine
@@ -239,9 +240,11 @@ def _fluence_dose(voxels: Any, segments: Sequence[Segment], u_edges: np.ndarray,
     fluence = xp.asarray(segments_fluence(segments, machine, u_edges, v_edges))
     magnifications = magnification_planes(float(xp.min(voxels.t_mm)),
                                           float(xp.max(voxels.t_mm)), machine.sad_mm)
-    planes = lateral_planes(fluence, spacing, u_edges[0], v_edges[0], magnifications, model)
+    densities = density_planes(voxels.lateral_density)
+    planes = lateral_planes(fluence, spacing, u_edges[0], v_edges[0], magnifications, model,
+                            densities=densities)
     primary, scatter = sample_planes(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm,
-                                     machine.sad_mm)
+                                     machine.sad_mm, voxels.lateral_density)
     return voxels.primary_gy * primary + voxels.scatter_gy * scatter
 
 

@@ -1,5 +1,5 @@
 """Dose-level geometry and heterogeneity checks: rotation invariance, inverse square (Mayneord),
-and a water / lung / water slab against the radiological-depth scaling this engine models."""
+and a water / lung / water slab (radiological depth, lateral density scaling of the primary)."""
 
 import numpy as np
 import pytest
@@ -79,21 +79,43 @@ def slab_dose(model, lung_density, field_mm):
     return axis.axes_mm()[1], dose.ravel()
 
 
+@pytest.fixture(scope="module")
+def slab_ratios(model):
+    """Central-axis dose with an 80 mm lung slab (0.25 g/cm^3) over the dose of the lung replaced
+    by water, taken at the same radiological depth and moved to the real distance from the
+    source (inverse square): 1 where radiological-depth scaling alone holds."""
+    ratios = {}
+    for field_mm in (50.0, 100.0):
+        depth, lung = slab_dose(model, 0.25, field_mm)
+        _, water = slab_dose(model, 1.0, field_mm)
+        radiological = np.where(depth <= 30, depth,
+                                np.where(depth < 110, 30 + 0.25 * (depth - 30), depth - 60.0))
+        expected = (np.interp(radiological, depth, water)
+                    * ((1000 + radiological) / (1000 + depth)) ** 2)
+        ratios[field_mm] = (depth, lung / expected, lung, water)
+    return ratios
+
+
 @pytest.mark.parametrize("field_mm", [50.0, 100.0])
-def test_lung_slab_follows_radiological_depth(model, field_mm):
-    """Physics expected here: radiological-depth scaling only (no lateral density scaling of the
-    kernels; DESIGN.md notes that this over-doses beyond lung by up to 10 % in small fields
-    against Monte Carlo). So beyond the lung, and inside it, the dose equals the water dose at the
-    same radiological depth, corrected by the inverse square of the real distance: within 3 %
-    (MPPG 5.b distal-to-lung tolerance). The lung raises the dose beyond it (less attenuation)."""
-    depth, lung = slab_dose(model, 0.25, field_mm)
-    _, water = slab_dose(model, 1.0, field_mm)
-    radiological = np.where(depth <= 30, depth,
-                            np.where(depth < 110, 30 + 0.25 * (depth - 30), depth - 60.0))
-    # Water dose at the radiological depth, moved to the real distance from the source.
-    expected = np.interp(radiological, depth, water) * ((1000 + radiological) / (1000 + depth)) ** 2
+def test_dose_beyond_lung_follows_radiological_depth(slab_ratios, field_mm):
+    """Issue 3: beyond the lung the dose is within 3 % (MPPG 5.b distal-to-lung tolerance) of the
+    dose with the lung replaced by water and scaled by radiological depth; beyond the lung the
+    dose exceeds the all-water dose at the same geometric depth (less attenuation)."""
+    depth, ratio, lung, water = slab_ratios[field_mm]
     beyond = (depth > 120) & (depth < 250)
-    np.testing.assert_allclose(lung[beyond], expected[beyond], rtol=0.03)
-    inside = (depth > 45) & (depth < 100)
-    np.testing.assert_allclose(lung[inside], expected[inside], rtol=0.03)
+    np.testing.assert_allclose(ratio[beyond], 1.0, atol=0.03)
     assert np.all(lung[beyond] > water[beyond])
+
+
+def test_lower_dose_inside_lung_for_small_fields(slab_ratios):
+    """Physics expected: lateral density scaling of the primary (electron) kernel. Inside lung
+    the electrons spread four times further sideways, so a 5 x 5 cm field loses lateral electron
+    equilibrium: its dose falls clearly (> 5 %) below the radiological-depth estimate, which
+    over-doses small fields in lung (DESIGN.md: up to 10 % against Monte Carlo), while a
+    10 x 10 cm field stays within 3 % of it (near equilibrium)."""
+    depth, small, _, _ = slab_ratios[50.0]
+    _, large, _, _ = slab_ratios[100.0]
+    inside = (depth > 50) & (depth < 100)
+    assert np.all(small[inside] < 0.95)
+    np.testing.assert_allclose(large[inside], 1.0, atol=0.03)
+    assert np.all(small[inside] < large[inside])

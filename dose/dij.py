@@ -112,9 +112,10 @@ def compute_dij(density: Any, density_grid: Grid, dose_grid: Grid, beamset: Beam
     Column ``j`` holds the dose of beamlet ``j`` with 1 MU: the same physics as
     :func:`dose.segments.segment_dose` for a square aperture of the beamlet's size (radiological
     depth by ray tracing, inverse square, source blur, primary and scatter kernels at the voxel's
-    magnification), read from a precomputed beamlet table (bilinear between table pixels of
-    0.25 mm, nearest magnification plane in steps of 0.025) and truncated laterally at
-    ``truncation_mm``.
+    magnification, primary kernel scaled by the voxel's lateral density), read from a
+    precomputed beamlet table (primary: bilinear between table pixels of 0.25 mm and linear
+    between lateral-density planes; scatter: nearest table pixel; nearest magnification plane in
+    steps of 0.025) and truncated laterally at ``truncation_mm``.
 
     Parameters
     ----------

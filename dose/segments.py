@@ -131,8 +131,10 @@ def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
 
     Each beam's segments are rasterised into one MU fluence map at the isocentre plane (exact
     pixel overlap, leaf transmission), blurred by the source and convolved with the untruncated
-    lateral kernels at the magnifications of the voxels, then scaled per voxel by the depth terms
-    at the radiological depth and by the inverse square of the distance to the source.
+    lateral kernels at the magnifications of the voxels (the primary kernel scaled by the
+    voxel's density, see :func:`dose.beam_model.lateral_planes`), then scaled per voxel by the
+    depth terms at the radiological depth and by the inverse square of the distance to the
+    source.
 
     Parameters
     ----------

@@ -9,11 +9,18 @@ and with per-structure DVH statistics. The verdict follows AAPM TG-218 (Miften e
 
 What can be checked: photon step-and-shoot plans (BeamType STATIC; every pair of control points
 one aperture held while its meterset is delivered) at 6 MV, the energy of planner's beam model,
-with an MLCX and ASYMX/ASYMY jaw positions in each segment, on an axial CT. Recomputing control
-point pairs as static segments is exact only when nothing moves while the beam is on, so arcs
-(VMAT), sliding-window plans and BeamType DYNAMIC are refused, as are electron and ion plans.
-The machine is planner's generic 6 MV linac with the plan's leaf boundaries and source-axis
-distance (leaf transmission and beam model are planner's).
+with an MLCX and ASYMX/ASYMY jaw positions in each segment and no wedge, compensator, block or
+flattening-filter-free mode, on an axial CT. Recomputing control point pairs as static segments
+is exact only when nothing moves while the beam is on, so arcs (VMAT) and sliding-window plans
+are refused, as are electron and ion plans; BeamType DYNAMIC with static segments (how some
+systems label step-and-shoot) is refused too, because :func:`planner.io.rtplan.read_rt_plan`
+reads STATIC beams only. The machine is planner's generic 6 MV linac with the plan's leaf
+boundaries and source-axis distance (leaf transmission and beam model are planner's).
+
+How independent the check is: for another system's plan, the dose algorithm differs from the
+one that made the RT Dose. For a plan of planner's own the algorithm is the same, and the check
+verifies the export: that the apertures, MU and geometry read back from the RT Plan deliver the
+RT Dose that was written beside it (a wrong MU, beam or grid shows), not the beam model.
 
 Files: by default the RT Dose that references the plan (ReferencedRTPlanSequence), the RT
 Structure Set the plan references (ReferencedStructureSetSequence) and the CT series of the
@@ -170,6 +177,15 @@ def _check_beam(path: Path, beam: Dataset) -> None:
     if energy is None or float(energy) not in SUPPORTED_ENERGIES_MV:
         raise InputError(f"{where}: nominal energy {energy} MV; planner's beam model is "
                          f"{', '.join(f'{e:g}' for e in SUPPORTED_ENERGIES_MV)} MV only")
+    for mode in beam.get("PrimaryFluenceModeSequence", []) or []:
+        if str(mode.get("FluenceMode", "STANDARD")) != "STANDARD":
+            raise InputError(f"{where}: fluence mode {mode.get('FluenceModeID', 'NON_STANDARD')} "
+                             "(e.g. flattening-filter free); planner's beam model is the "
+                             "flattened 6 MV beam")
+    for count in ("NumberOfWedges", "NumberOfCompensators", "NumberOfBlocks"):
+        if int(beam.get(count, 0) or 0) > 0:
+            raise InputError(f"{where}: {count} is {int(beam.get(count))}; planner's dose engine "
+                             "models jaws and MLC only")
     gantry = float(points[0].get("GantryAngle", 0.0))
     for k, point in enumerate(points):
         direction = str(point.get("GantryRotationDirection", "NONE") or "NONE")
@@ -222,8 +238,8 @@ def check_plan_dataset(ds: Dataset, path: str | Path) -> None:
     Raises
     ------
     InputError
-        Not an RT Plan; an ion (proton) plan; an electron beam; an energy other than 6 MV; an
-        arc (gantry rotation direction other than NONE, or a gantry angle that changes between
+        Not an RT Plan; an ion (proton) plan; an electron beam; an energy other than 6 MV; a
+        non-standard fluence mode (FFF); wedges, compensators or blocks; an arc (gantry rotation direction other than NONE, or a gantry angle that changes between
         control points); a beam without MLCX (no MLC, or an MLCY) or without leaf positions;
         BeamType other than STATIC (DYNAMIC sliding window, or DYNAMIC with static segments).
     """

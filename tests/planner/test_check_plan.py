@@ -148,6 +148,17 @@ def set_energy(ds):
     first_beam(ds).ControlPointSequence[0].NominalBeamEnergy = "10"
 
 
+def set_fff(ds):
+    mode = pydicom.Dataset()
+    mode.FluenceMode = "NON_STANDARD"
+    mode.FluenceModeID = "FFF"
+    first_beam(ds).PrimaryFluenceModeSequence = [mode]
+
+
+def add_wedge(ds):
+    first_beam(ds).NumberOfWedges = 1
+
+
 def drop_mlc(ds):
     beam = first_beam(ds)
     beam.BeamLimitingDeviceSequence = [d for d in beam.BeamLimitingDeviceSequence
@@ -184,6 +195,8 @@ def dynamic_static(ds):
     (set_electron, r"RP.dcm: beam 'G000': RadiationType 'ELECTRON'; .* PHOTON beams only"),
     (set_ion, r"RP.dcm: an RT Ion Plan"),
     (set_energy, r"RP.dcm: beam 'G000': nominal energy 10 MV; .* 6 MV only"),
+    (set_fff, r"RP.dcm: beam 'G000': fluence mode FFF \(e.g. flattening-filter free\)"),
+    (add_wedge, r"RP.dcm: beam 'G000': NumberOfWedges is 1; .* jaws and MLC only"),
     (drop_mlc, r"RP.dcm: beam 'G000': no MLC \(devices: ASYMX, ASYMY\)"),
     (mlcy, r"RP.dcm: beam 'G000': an MLCY"),
     (drop_leaf_positions, r"RP.dcm: beam 'G000': control point 0 has no MLCX leaf positions"),

@@ -239,9 +239,10 @@ def check_plan_dataset(ds: Dataset, path: str | Path) -> None:
     ------
     InputError
         Not an RT Plan; an ion (proton) plan; an electron beam; an energy other than 6 MV; a
-        non-standard fluence mode (FFF); wedges, compensators or blocks; an arc (gantry rotation direction other than NONE, or a gantry angle that changes between
-        control points); a beam without MLCX (no MLC, or an MLCY) or without leaf positions;
-        BeamType other than STATIC (DYNAMIC sliding window, or DYNAMIC with static segments).
+        non-standard fluence mode (FFF); wedges, compensators or blocks; an arc (gantry
+        rotation direction other than NONE, or a gantry angle that changes between control
+        points); a beam without MLCX (no MLC, or an MLCY) or without leaf positions; BeamType
+        other than STATIC (DYNAMIC sliding window, or DYNAMIC with static segments).
     """
     path = Path(path)
     if ds.get("SOPClassUID") == RT_ION_PLAN_STORAGE:

@@ -420,6 +420,10 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
         files not found, an RT Dose of another plan or another frame of reference, a CT or
         structure set of another frame of reference.
     """
+    try:
+        where = resolve_device(device)
+    except (RuntimeError, ValueError) as error:  # no GPU for "cuda", or an unknown name
+        raise InputError(f"device {device!r}: {error}") from None
     rtplan = Path(rtplan)
     if not rtplan.is_file():
         raise InputError(f"{rtplan}: no such file")
@@ -427,9 +431,10 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
     check_plan_dataset(ds, rtplan)
     plan = read_rt_plan(rtplan)
     files = locate_files(rtplan, plan, rtdose=rtdose, ct=ct, rtstruct=rtstruct)
-    header = read_dicom(files.rtdose)
-    if header.get("Modality") != "RTDOSE":
-        raise InputError(f"{files.rtdose}: not an RT Dose (Modality {header.get('Modality')!r})")
+    header = read_header(files.rtdose)
+    if header is None or header.get("Modality") != "RTDOSE":
+        modality = None if header is None else header.get("Modality")
+        raise InputError(f"{files.rtdose}: not an RT Dose (Modality {modality!r})")
     referenced = [str(i.get("ReferencedSOPInstanceUID", ""))
                   for i in header.get("ReferencedRTPlanSequence", []) or []]
     if referenced and plan.sop_instance_uid not in referenced:
@@ -441,16 +446,14 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
                          f"from {plan.frame_of_reference_uid} of the plan {rtplan}")
     fractions = _fractions_in_dose(files.rtdose, header, plan)
     planned, dose_grid = read_rt_dose(files.rtdose)
+    if not planned.max() > 0:
+        raise InputError(f"{files.rtdose}: the dose is zero everywhere")
     patient = read_review_patient(files.ct, files.rtstruct)
     ct_frame = patient.dicom.frame_of_reference_uid if patient.dicom else ""
     if ct_frame != plan.frame_of_reference_uid:
         raise InputError(f"{files.ct}: CT frame of reference {ct_frame} differs from "
                          f"{plan.frame_of_reference_uid} of the plan {rtplan}")
 
-    try:
-        where = resolve_device(device)
-    except (RuntimeError, ValueError) as error:  # no GPU for "cuda", or an unknown name
-        raise InputError(f"device {device!r}: {error}") from None
     # planner's 6 MV linac with the plan's own leaf boundaries and source-axis distance.
     machine = dataclasses.replace(load_machine(), name=plan.machine_name, sad_mm=plan.sad_mm,
                                   leaf_boundaries_mm=plan.leaf_boundaries_mm)

@@ -276,3 +276,11 @@ def test_planner_plan_output_passes(tmp_path):
     result = check_plan(out / DICOM_FOLDER / "RP.dcm")
     assert result.pass_rate >= 0.98 and result.passed
     assert result.files.rtdose == out / DICOM_FOLDER / "RD.dcm"
+
+
+def test_zero_dose_and_unknown_device(copy):
+    edit(copy / "RD.dcm", lambda ds: setattr(ds, "PixelData", bytes(len(ds.PixelData))))
+    with pytest.raises(InputError, match=r"RD.dcm: the dose is zero everywhere"):
+        check_plan(copy / "RP.dcm")
+    with pytest.raises(InputError, match=r"device 'gpu': device must be auto, cpu or cuda"):
+        check_plan(copy / "RP.dcm", device="gpu")

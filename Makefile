@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# For now the example imports the TG-119 C-shape phantom and prints its summary; later issues grow
-# it into a full plan of that phantom.
+# The full plan of the bundled TG-119 C-shape phantom: DICOM RT Plan + RT Dose (with CT and
+# RTSTRUCT), review report, summary.json and plan.log in out/example (out/ is git-ignored).
 example: $(VENV)/.installed
-	$(VENV)/bin/planner info example:cshape
+	$(VENV)/bin/planner plan example:cshape --out out/example --force
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -64,7 +64,6 @@ from planner.io.plan_dicom import PlanFiles, write_plan_dicom
 from planner.io.rtplan import PlanBeam
 from planner.optimize import optimise_patient
 from planner.patient import Patient, Structure
-from planner.predict.seed import seed_optimiser
 from planner.protocol import PROTOCOL_DIR, Protocol, map_structures, read_protocol
 from planner.review import write_report
 from planner.review.dvh import resample_dose
@@ -294,6 +293,12 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
     tuple of FieldSequence
         In beam order; a beam wider than the leaf span gives several fields (see
         :class:`FieldSequence`), a beam or field whose fluence is zero none.
+
+    Raises
+    ------
+    PlannerError
+        A field the sequencer cannot turn into segments within the limits (e.g. its open area
+        needs more than ``max_segments`` apertures even at one intensity level), naming it.
     """
     out = []
     h = beamset.beamlet_size_mm
@@ -316,14 +321,19 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
             first = col.min() + part_columns[0]
             least = float(np.clip(np.diff(part_fluence, prepend=0, axis=1), 0, None)
                           .sum(axis=1).max())
-            seq = sequence_leaves(
-                part_fluence, h * (row.min() + np.arange(part_fluence.shape[0] + 1)),
-                h * (first + np.arange(part_fluence.shape[1] + 1)), machine.leaf_boundaries_mm,
-                n_levels=n_levels, max_segments=max_segments, min_weight=min_weight,
-                min_gap_mm=machine.min_leaf_gap_mm,
-                leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
-                jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
-                max_leaf_span_mm=span, interdigitation=machine.interdigitation)
+            try:
+                seq = sequence_leaves(
+                    part_fluence, h * (row.min() + np.arange(part_fluence.shape[0] + 1)),
+                    h * (first + np.arange(part_fluence.shape[1] + 1)),
+                    machine.leaf_boundaries_mm, n_levels=n_levels, max_segments=max_segments,
+                    min_weight=min_weight, min_gap_mm=machine.min_leaf_gap_mm,
+                    leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
+                    jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
+                    max_leaf_span_mm=span, interdigitation=machine.interdigitation)
+            except ValueError as error:  # e.g. more apertures than allowed even at one level
+                field_ = FieldSequence(b, part, parts, (), 0.0)
+                raise PlannerError(f"sequencing field {field_.name(beamset.beams[b].gantry_deg)}"
+                                   f": {error} (allow more segments per field)") from None
             segments = tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
                              for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm,
                                                      seq.weights))
@@ -552,6 +562,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     dij = compute_dij(density, patient.grid, dose_grid, beamset, model)
     D = dij.matrix
     step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
+
+    # Imported here: torch takes seconds to import and only the seed needs it.
+    from planner.predict.seed import seed_optimiser
 
     seed = seed_optimiser(dose_patient, D, device=device)
     step("seed", seed.note)

@@ -24,9 +24,10 @@ from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import read_rt_plan
 from planner.patient import Patient, Structure
 from planner.phantoms import cshape_phantom
+from planner.errors import InputError, PlannerError
 from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
-                              ProtocolConflictError, plan_patient, resample_patient,
-                              sequence_beams)
+                              ProtocolConflictError, default_protocol, plan_patient,
+                              resample_patient, sequence_beams)
 from planner.protocol import read_protocol
 from planner.review.dvh import resample_dose
 from planner.review.goals import evaluate_protocol
@@ -113,6 +114,15 @@ def test_sequence_beams_splits_a_beam_wider_than_the_leaf_span():
                 assert positions.max() - positions.min() <= machine.max_leaf_span_mm
 
 
+def test_sequence_beams_names_the_field_it_cannot_sequence():
+    """Two separate openings in one leaf pair need two apertures even at one level."""
+    x = np.array([5.0, 0.0, 5.0])
+    beamset = BeamSet((Beam(40.0, 0.0, 0.0, (0.0, 0.0, 0.0)),), 5.0, np.zeros(3, int),
+                      np.array([-5.0, 0.0, 5.0]) + 2.5, np.full(3, 2.5))
+    with pytest.raises(PlannerError, match="sequencing field G040: .*max_segments=1"):
+        sequence_beams(x, beamset, load_machine(), min_weight=0.0, max_segments=1)
+
+
 def test_conflicting_protocol_stops_before_planning(tmp_path):
     """An organ inside the PTV with a hard Dmax below the prescription: the run stops at once,
     explains the overlap in cc, and writes nothing."""
@@ -134,6 +144,17 @@ def test_conflicting_protocol_stops_before_planning(tmp_path):
     overlap_cc = inside.sum() * patient.grid.voxel_volume_cc
     assert f"{overlap_cc:.2f} cc" in str(error.value)
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "p.toml"]
+
+
+def test_default_protocol_is_the_bundled_one_the_structures_fit():
+    patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    assert default_protocol(patient).name == "TG-119 C-shape"
+    unknown = Patient("u", patient.grid, patient.hu, patient.density,
+                      (Structure("Blob", "target", patient.structure("PTV").mask),),
+                      source="u.mat")
+    with pytest.raises(InputError, match=r"u.mat: no bundled protocol fits the structures "
+                                         r"\['Blob'\]; give one with --protocol"):
+        default_protocol(unknown)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Small DICOM helpers shared by the CT and RT Structure Set readers and writers.
 
 Reading: :func:`read_header` decides whether a file is DICOM at all and names it in any error;
-:func:`read_dicom` reads a whole file under the same rules.
+:func:`read_dicom` reads a whole file under the same rules; :func:`read_modality` reads an RT
+object of a given modality.
 Writing: :func:`new_dataset` starts a dataset with the patient, study, equipment and SOP common
 attributes every object planner writes carries; :func:`format_ds` and :func:`raw_ds_element`
 write decimal strings.
@@ -86,6 +87,33 @@ def read_dicom(path: Path) -> Dataset:
     ds = _read(path, header_only=False)
     if ds is None:
         raise InputError(f"{path}: not a DICOM file")
+    return ds
+
+
+def read_modality(path: Path, modality: str, what: str) -> Dataset:
+    """Read a whole DICOM file (with the ``DICM`` prefix) that must be of ``modality``.
+
+    Parameters
+    ----------
+    path : Path
+    modality : str
+        The Modality it must carry (``"RTPLAN"``, ``"RTDOSE"``).
+    what : str
+        The object's name in the error message (``"RT Plan"``).
+
+    Raises
+    ------
+    InputError
+        ``"<path>: unreadable DICOM file (<reason>)"``, or ``"<path>: not an <what> (Modality
+        ...)"``.
+    """
+    try:
+        ds = pydicom.dcmread(path)
+        found = ds.get("Modality")
+    except Exception as error:  # pydicom raises many types on corrupt input
+        raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
+    if found != modality:
+        raise InputError(f"{path}: not an {what} (Modality {found!r})")
     return ds
 
 

@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from dose.grid import Grid
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io._dicom import first_line, format_ds, new_dataset, save
+from planner.io._dicom import first_line, format_ds, new_dataset, read_modality, save
 from planner.io.ct import AXIAL_ORIENTATION, ORIENTATION_TOLERANCE
 from planner.io.rtplan import RT_PLAN_STORAGE
 from planner.patient import DicomReferences
@@ -138,13 +138,7 @@ def read_rt_dose(path: str | Path) -> tuple[np.ndarray, Grid]:
         evenly spaced frames.
     """
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-        modality = ds.get("Modality")
-    except Exception as error:  # pydicom raises many types on corrupt input
-        raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
-    if modality != "RTDOSE":
-        raise InputError(f"{path}: not an RT Dose (Modality {modality!r})")
+    ds = read_modality(path, "RTDOSE", "RT Dose")
     if ds.get("DoseUnits") != "GY":
         raise InputError(f"{path}: dose units {ds.get('DoseUnits')!r}, planner reads GY only")
     orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)

@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -26,7 +25,14 @@ from dose.machine import Machine
 from dose.segments import Segment
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io._dicom import RT_STRUCTURE_SET_STORAGE, first_line, format_ds, new_dataset, save
+from planner.io._dicom import (
+    RT_STRUCTURE_SET_STORAGE,
+    first_line,
+    format_ds,
+    new_dataset,
+    read_modality,
+    save,
+)
 from planner.patient import DicomReferences, Prescription
 
 RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"  # DICOM PS3.4 Annex B.5
@@ -423,13 +429,7 @@ def read_rt_plan(path: str | Path) -> RtPlan:
         MLCX positions in every segment.
     """
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-        modality = ds.get("Modality")
-    except Exception as error:  # pydicom raises many types on corrupt input
-        raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
-    if modality != "RTPLAN":
-        raise InputError(f"{path}: not an RT Plan (Modality {modality!r})")
+    ds = read_modality(path, "RTPLAN", "RT Plan")
     try:
         group = ds.FractionGroupSequence[0]
         metersets = {int(r.ReferencedBeamNumber): (float(r.BeamMeterset),

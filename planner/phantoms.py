@@ -97,11 +97,23 @@ def _box_mask(grid: Grid, low_mm: tuple[float, float, float],
     return mask
 
 
+def _water_block(low_mm: tuple[float, float, float], high_mm: tuple[float, float, float],
+                 voxel_mm: float | tuple[float, float, float], margin_mm: float
+                 ) -> tuple[Grid, np.ndarray, np.ndarray]:
+    """A block of water ``[low, high)`` (z, y, x, mm) in air: the grid around it (see
+    :func:`_grid_around`), the block's mask and the CT numbers (water inside, air outside)."""
+    grid = _grid_around(low_mm, high_mm, _voxel_zyx(voxel_mm), margin_mm)
+    body = _box_mask(grid, low_mm, high_mm)
+    return grid, body, np.where(body, WATER_HU, AIR_HU)
+
+
 def _patient(name: str, grid: Grid, hu: np.ndarray, structures: list[Structure],
-             prescription: Prescription) -> Patient:
+             prescription_gy: float, fractions: int) -> Patient:
+    """The phantom ``name`` as a Patient, ``prescription_gy`` in ``fractions`` to its ``PTV``."""
     hu = hu.astype(np.float32)
     return Patient(name=name, grid=grid, hu=hu, density=hu_to_density(hu),
-                   structures=tuple(structures), prescriptions=(prescription,),
+                   structures=tuple(structures),
+                   prescriptions=(Prescription("PTV", prescription_gy, fractions),),
                    source=f"phantom:{name}")
 
 
@@ -131,15 +143,12 @@ def water_box(*, size_mm: float = 200.0, target_size_mm: float = 40.0,
         Structures ``BODY`` (external: the water cube) and ``PTV`` (target); water 0 HU, air
         -1000 HU.
     """
-    voxel = _voxel_zyx(voxel_mm)
     half, half_target = size_mm / 2, target_size_mm / 2
-    grid = _grid_around((-half,) * 3, (half,) * 3, voxel, margin_mm)  # type: ignore[arg-type]
-    body = _box_mask(grid, (-half,) * 3, (half,) * 3)  # type: ignore[arg-type]
+    grid, body, hu = _water_block((-half,) * 3, (half,) * 3,  # type: ignore[arg-type]
+                                  voxel_mm, margin_mm)
     target = _box_mask(grid, (-half_target,) * 3, (half_target,) * 3)  # type: ignore[arg-type]
-    hu = np.where(body, WATER_HU, AIR_HU)
     structures = [Structure("BODY", "external", body), Structure("PTV", "target", target)]
-    return _patient("water_box", grid, hu, structures,
-                    Prescription("PTV", prescription_gy, fractions))
+    return _patient("water_box", grid, hu, structures, prescription_gy, fractions)
 
 
 def slab_phantom(*, width_mm: float = 300.0, water_before_mm: float = 50.0,
@@ -188,24 +197,20 @@ def slab_phantom(*, width_mm: float = 300.0, water_before_mm: float = 50.0,
     if water_before_mm < 0 or lung_mm < 0 or water_before_mm + lung_mm > depth_mm:
         raise ValueError(f"slabs do not fit: water {water_before_mm} mm + lung {lung_mm} mm > "
                          f"depth {depth_mm} mm")
-    voxel = _voxel_zyx(voxel_mm)
     half_width, surface_y = width_mm / 2, -depth_mm / 2
-    grid = _grid_around((-half_width, surface_y, -half_width),
-                        (half_width, surface_y + depth_mm, half_width), voxel, margin_mm)
-    body = _box_mask(grid, (-half_width, surface_y, -half_width),
-                     (half_width, surface_y + depth_mm, half_width))
+    grid, body, hu = _water_block((-half_width, surface_y, -half_width),
+                                  (half_width, surface_y + depth_mm, half_width), voxel_mm,
+                                  margin_mm)
     lung_top = surface_y + water_before_mm
     lung = _box_mask(grid, (-half_width, lung_top, -half_width),
                      (half_width, lung_top + lung_mm, half_width))
     half_target, target_y = target_size_mm / 2, surface_y + target_depth_mm
     target = _box_mask(grid, (-half_target, target_y - half_target, -half_target),
                        (half_target, target_y + half_target, half_target))
-    hu = np.where(body, WATER_HU, AIR_HU)
     hu[lung] = density_to_hu(lung_density_g_cm3)
     structures = [Structure("BODY", "external", body), Structure("Lung", "organ", lung),
                   Structure("PTV", "target", target)]
-    return _patient("slab_phantom", grid, hu, structures,
-                    Prescription("PTV", prescription_gy, fractions))
+    return _patient("slab_phantom", grid, hu, structures, prescription_gy, fractions)
 
 
 def cshape_phantom(*, voxel_mm: float | tuple[float, float, float] = (2.5, 3.0, 3.0),
@@ -246,19 +251,15 @@ def cshape_phantom(*, voxel_mm: float | tuple[float, float, float] = (2.5, 3.0, 
         Structures ``PTV`` (target), ``Core`` (organ) and ``BODY`` (external); the core axis is
         the z axis through the origin.
     """
-    voxel = _voxel_zyx(voxel_mm)
     half = tuple(s / 2 for s in body_size_mm)
     low = tuple(-h for h in half)
-    grid = _grid_around(low, half, voxel, margin_mm)  # type: ignore[arg-type]
-    body = _box_mask(grid, low, half)  # type: ignore[arg-type]
+    grid, body, hu = _water_block(low, half, voxel_mm, margin_mm)  # type: ignore[arg-type]
     z, y, x = _centres(grid)
     radius = np.hypot(x, y)
     core = (radius <= CORE_RADIUS_MM) & (np.abs(z) <= CORE_LENGTH_MM / 2)
     target = ((radius >= PTV_INNER_RADIUS_MM) & (radius <= PTV_OUTER_RADIUS_MM)
               & (y <= PTV_OPEN_ABOVE_Y_MM) & (np.abs(z) <= PTV_LENGTH_MM / 2))
-    hu = np.where(body, WATER_HU, AIR_HU)
     structures = [Structure("PTV", "target", target), Structure("Core", "organ", core),
                   Structure("BODY", "external", body)]
-    return _patient("cshape_phantom", grid, hu, structures,
-                    Prescription("PTV", prescription_gy, fractions))
+    return _patient("cshape_phantom", grid, hu, structures, prescription_gy, fractions)
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from dicompylercore import dvhcalc
 
-from planner.io.dicom_patient import STRUCTURE_SET_FILE, write_dicom_patient
+from planner.io.dicom_patient import STRUCTURE_SET_FILE, read_dicom_patient, write_dicom_patient
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
 from planner.io.rtdose import read_rt_dose, write_rt_dose
 from planner.protocol import read_protocol
 from planner.review.dvh import resample_dose, structure_dvhs
-from planner.review.inputs import read_dose_and_structures, read_review_patient
+from planner.review.inputs import read_dose_and_structures
 from planner.review.report import write_report
 
 RX_GY = 70.0
@@ -52,7 +52,7 @@ def main(folder: Path) -> None:
         _, dvh_stats = structure_dvhs(d, grid, structures)
         print(f"planner dvh sampling: {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
-        ct_patient = read_review_patient(root / "ct", rtstruct)
+        ct_patient = read_dicom_patient(root / "ct", structure_set=rtstruct)
         file_dose, dose_grid = read_rt_dose(rtdose)
         _, review_stats = structure_dvhs(resample_dose(file_dose, dose_grid, ct_patient.grid),
                                          ct_patient.grid, ct_patient.structures)

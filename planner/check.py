@@ -46,10 +46,10 @@ from dose.grid import Grid
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
 from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_dicom, read_header
+from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import RtPlan, read_rt_plan
 from planner.review.dvh import DoseStatistics, resample_dose, structure_dvhs
-from planner.review.inputs import read_review_patient
 
 #: Gamma criteria and tolerance of AAPM TG-218 (global dose difference, low-dose threshold).
 GAMMA_DOSE_PERCENT = 3.0
@@ -448,7 +448,7 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
     planned, dose_grid = read_rt_dose(files.rtdose)
     if not planned.max() > 0:
         raise InputError(f"{files.rtdose}: the dose is zero everywhere")
-    patient = read_review_patient(files.ct, files.rtstruct)
+    patient = read_dicom_patient(files.ct, structure_set=files.rtstruct)
     ct_frame = patient.dicom.frame_of_reference_uid if patient.dicom else ""
     if ct_frame != plan.frame_of_reference_uid:
         raise InputError(f"{files.ct}: CT frame of reference {ct_frame} differs from "

@@ -8,10 +8,10 @@ import warnings
 from pathlib import Path
 
 from planner.errors import InputError
+from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import read_rt_plan
 from planner.protocol import read_protocol
-from planner.review.inputs import read_review_patient
 from planner.review.report import REPORT_FILE, ReviewPlan, aperture_fluences, write_report
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     dose, dose_grid = read_rt_dose(args.rtdose)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        patient = read_review_patient(args.ct, args.rtstruct)
+        patient = read_dicom_patient(args.ct, structure_set=args.rtstruct)
     for w in caught:
         print(f"planner: warning: {w.message}", file=sys.stderr)
     frame = patient.dicom.frame_of_reference_uid if patient.dicom else ""

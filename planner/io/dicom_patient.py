@@ -1,13 +1,13 @@
 """A patient as DICOM: one CT series and one RT Structure Set in a folder.
 
-:func:`read_dicom_patient` reads the usual export of a treatment planning system;
+:func:`read_dicom_patient` reads the usual export of a treatment planning system (or a CT
+folder with a structure set kept elsewhere);
 :func:`write_dicom_patient` writes a patient as such an export, so RT Plan and RT Dose can
 refer to it. CT rules are in :mod:`planner.io.ct`, contour rules in :mod:`planner.io.rtstruct`.
 """
 
 from __future__ import annotations
 
-import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -19,14 +19,41 @@ from planner.io._atomic import atomic_directory
 from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_header, save
 from planner.io.ct import read_ct_series, write_ct_series
 from planner.io.rtstruct import (
-    rasterise_contours,
+    rasterise_structure_set,
     read_structure_set,
-    structure_kind,
     structure_set_dataset,
 )
-from planner.patient import DicomReferences, Patient, Structure
+from planner.patient import DicomReferences, Patient
 
 STRUCTURE_SET_FILE = "RS.dcm"
+
+
+def _scan(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """CT slices by SeriesInstanceUID and RT Structure Set files in ``folder`` (recursively)."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    series: dict[str, list[Path]] = {}
+    structure_sets = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        ds = read_header(path)
+        if ds is None:
+            continue
+        if ds.SOPClassUID == CT_IMAGE_STORAGE:
+            series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
+        elif ds.SOPClassUID == RT_STRUCTURE_SET_STORAGE:
+            structure_sets.append(path)
+    return series, structure_sets
+
+
+def _one_series(folder: Path, series: dict[str, list[Path]]) -> list[Path]:
+    if not series:
+        raise InputError(f"{folder}: no CT images found")
+    if len(series) > 1:
+        examples = "; ".join(f"{paths[0]} in series {uid or '(none)'}"
+                             for uid, paths in series.items())
+        raise InputError(f"{folder}: CT images of {len(series)} series ({examples}); "
+                         f"keep one series per folder")
+    return next(iter(series.values()))
 
 
 def find_ct_and_structure_set(folder: Path) -> tuple[list[Path], Path]:
@@ -43,49 +70,50 @@ def find_ct_and_structure_set(folder: Path) -> tuple[list[Path], Path]:
         Structure Set or several. Naming the file: a corrupt DICOM file.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    series: dict[str, list[Path]] = {}
-    structure_sets = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        ds = read_header(path)
-        if ds is None:
-            continue
-        if ds.SOPClassUID == CT_IMAGE_STORAGE:
-            series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(path)
-        elif ds.SOPClassUID == RT_STRUCTURE_SET_STORAGE:
-            structure_sets.append(path)
-    if not series:
-        raise InputError(f"{folder}: no CT images found")
-    if len(series) > 1:
-        examples = "; ".join(f"{paths[0]} in series {uid or '(none)'}"
-                             for uid, paths in series.items())
-        raise InputError(f"{folder}: CT images of {len(series)} series ({examples}); "
-                         f"keep one series per folder")
+    series, structure_sets = _scan(folder)
+    ct_paths = _one_series(folder, series)
     if not structure_sets:
         raise InputError(f"{folder}: no RT Structure Set found")
     if len(structure_sets) > 1:
         raise InputError(f"{folder}: {len(structure_sets)} RT Structure Sets "
                          f"({', '.join(map(str, structure_sets))}); keep one per folder")
-    return next(iter(series.values())), structure_sets[0]
+    return ct_paths, structure_sets[0]
 
 
-def read_dicom_patient(folder: Path) -> Patient:
-    """Read the CT series and the RT Structure Set in ``folder`` as a Patient.
+def find_ct_series(folder: Path) -> list[Path]:
+    """The CT slices in ``folder`` (searched recursively), as :func:`find_ct_and_structure_set`
+    finds them; RT Structure Sets in the folder are ignored.
+
+    Raises
+    ------
+    InputError
+        Naming the folder: not a folder, no CT images, CT images of several series. Naming the
+        file: a corrupt DICOM file.
+    """
+    folder = Path(folder)
+    return _one_series(folder, _scan(folder)[0])
+
+
+def read_dicom_patient(folder: Path, *, structure_set: str | Path | None = None) -> Patient:
+    """Read the CT series in ``folder`` and an RT Structure Set as a Patient.
 
     Parameters
     ----------
     folder : Path
-        Searched recursively; must hold exactly one CT series and one RT Structure Set.
+        Searched recursively; must hold exactly one CT series, and exactly one RT Structure Set
+        unless ``structure_set`` is given.
+    structure_set : str or Path, optional
+        The RT Structure Set file to use, anywhere (another system's export, for instance);
+        any structure set in ``folder`` is then ignored. By default the one in ``folder``.
 
     Returns
     -------
     Patient
         ``hu`` (float32 HU) and ``density`` (g/cm^3) on the CT grid; one boolean-mask
         Structure per ROI with contours, kind from RTROIInterpretedType (see
-        :func:`planner.io.rtstruct.structure_kind`); ``prescriptions=()``; ``dicom`` with the
-        CT's and the structure set's identity; ``name`` the PatientID (the folder name when
-        empty); ``source=str(folder)``.
+        :func:`planner.io.rtstruct.rasterise_structure_set`); ``prescriptions=()``; ``dicom``
+        with the CT's and the structure set's identity; ``name`` the PatientID (the folder name
+        when empty); ``source=str(folder)``.
 
     Raises
     ------
@@ -102,34 +130,26 @@ def read_dicom_patient(folder: Path) -> Patient:
         of view: the ROI is skipped (structure sets often carry empty placeholder ROIs).
     """
     folder = Path(folder)
-    ct_paths, structure_set_path = find_ct_and_structure_set(folder)
+    if structure_set is None:
+        ct_paths, structure_set_path = find_ct_and_structure_set(folder)
+    else:
+        ct_paths, structure_set_path = find_ct_series(folder), Path(structure_set)
     ct = read_ct_series(ct_paths)
-    structure_set = read_structure_set(structure_set_path)
+    contours = read_structure_set(structure_set_path)
     ct_frame = ct.references.frame_of_reference_uid
-    if structure_set.patient_id and ct.references.patient_id \
-            and structure_set.patient_id != ct.references.patient_id:
-        raise InputError(f"{structure_set_path}: PatientID {structure_set.patient_id!r} differs "
+    if contours.patient_id and ct.references.patient_id \
+            and contours.patient_id != ct.references.patient_id:
+        raise InputError(f"{structure_set_path}: PatientID {contours.patient_id!r} differs "
                          f"from {ct.references.patient_id!r} of the CT")
-    for frame in structure_set.frame_of_reference_uids:
+    for frame in contours.frame_of_reference_uids:
         if frame != ct_frame:
             raise InputError(f"{structure_set_path}: frame of reference {frame} differs from "
                              f"{ct_frame} of the CT")
-    structures = []
-    for roi in structure_set.rois:
-        label = f"{structure_set_path}: ROI {roi.name!r}"
+    for roi in contours.rois:
         if roi.frame_of_reference_uid and roi.frame_of_reference_uid != ct_frame:
-            raise InputError(f"{label}: frame of reference {roi.frame_of_reference_uid} differs "
-                             f"from {ct_frame} of the CT")
-        if not roi.contours:
-            warnings.warn(f"{label} has no closed contours; skipped", UserWarning, stacklevel=2)
-            continue
-        mask = rasterise_contours(roi.contours, ct.grid, label=label)
-        if not mask.any():
-            warnings.warn(f"{label} lies outside the CT's field of view; skipped", UserWarning,
-                          stacklevel=2)
-            continue
-        structures.append(Structure(roi.name, structure_kind(roi.interpreted_type, roi.name),
-                                    mask))
+            raise InputError(f"{structure_set_path}: ROI {roi.name!r}: frame of reference "
+                             f"{roi.frame_of_reference_uid} differs from {ct_frame} of the CT")
+    structures = rasterise_structure_set(contours, ct.grid)
     references = DicomReferences(
         patient_id=ct.references.patient_id,
         patient_name=ct.references.patient_name,
@@ -137,7 +157,7 @@ def read_dicom_patient(folder: Path) -> Patient:
         frame_of_reference_uid=ct_frame,
         ct_series_instance_uid=ct.references.ct_series_instance_uid,
         ct_sop_instance_uids=ct.references.ct_sop_instance_uids,
-        structure_set_sop_instance_uid=structure_set.sop_instance_uid,
+        structure_set_sop_instance_uid=contours.sop_instance_uid,
         patient_position=ct.references.patient_position,
     )
     return Patient(
@@ -145,7 +165,7 @@ def read_dicom_patient(folder: Path) -> Patient:
         grid=ct.grid,
         hu=ct.hu,
         density=hu_to_density(ct.hu),
-        structures=tuple(structures),
+        structures=structures,
         prescriptions=(),
         dicom=references,
         source=str(folder),

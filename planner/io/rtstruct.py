@@ -17,6 +17,7 @@ Rasterisation rules (what :func:`rasterise_contours` does with the contours of o
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -278,6 +279,54 @@ def rasterise_contours(contours: Sequence[np.ndarray], grid: Grid, *, label: str
         parity = np.cumsum(counts.reshape(ny, nx + 1), axis=1) & 1
         mask[k] = parity[:, :nx].astype(bool)
     return mask
+
+
+def rasterise_structure_set(structure_set: StructureSet, grid: Grid, *,
+                            outside: str = "the CT's field of view") -> tuple[Structure, ...]:
+    """One boolean-mask Structure per ROI of ``structure_set``, rasterised on ``grid``.
+
+    Each ROI's contours go through :func:`rasterise_contours`; its kind comes from
+    :func:`structure_kind`. Frames of reference are not checked here (the caller knows which
+    grid the contours must share).
+
+    Parameters
+    ----------
+    structure_set : StructureSet
+    grid : Grid
+        An axial grid whose slices carry the contours' planes.
+    outside : str
+        Names ``grid`` in the warning for an ROI that encloses no voxel centre.
+
+    Returns
+    -------
+    tuple of Structure
+        In the structure set's ROI order, skipped ROIs left out.
+
+    Raises
+    ------
+    InputError
+        See :func:`rasterise_contours`.
+
+    Warns
+    -----
+    UserWarning
+        For each ROI that has no closed contours, or whose contours enclose no voxel centre of
+        ``grid``: the ROI is skipped (structure sets often carry empty placeholder ROIs). The
+        warning points at the caller's caller (the public reader that called this).
+    """
+    structures = []
+    for roi in structure_set.rois:
+        label = f"{structure_set.path}: ROI {roi.name!r}"
+        if not roi.contours:
+            warnings.warn(f"{label} has no closed contours; skipped", UserWarning, stacklevel=3)
+            continue
+        mask = rasterise_contours(roi.contours, grid, label=label)
+        if not mask.any():
+            warnings.warn(f"{label} lies outside {outside}; skipped", UserWarning, stacklevel=3)
+            continue
+        structures.append(Structure(roi.name, structure_kind(roi.interpreted_type, roi.name),
+                                    mask))
+    return tuple(structures)
 
 
 def trace_mask(mask: np.ndarray, grid: Grid) -> list[np.ndarray]:

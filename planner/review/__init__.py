@@ -18,10 +18,10 @@ from planner.review.dvh import (
 )
 from planner.review.figures import FluenceMap
 from planner.review.goals import Conflict, GoalRow, evaluate_protocol, protocol_conflicts
-from planner.review.inputs import read_dose_and_structures, read_review_patient
+from planner.review.inputs import read_dose_and_structures
 from planner.review.report import Review, ReviewPlan, aperture_fluences, write_report
 
 __all__ = ["Conflict", "DoseStatistics", "Dvh", "FluenceMap", "GoalRow", "Review", "ReviewPlan",
            "aperture_fluences", "cumulative_dvh", "dose_statistics", "evaluate_protocol",
-           "protocol_conflicts", "read_dose_and_structures", "read_review_patient",
-           "resample_dose", "structure_dvhs", "write_dvh_csv", "write_report"]
+           "protocol_conflicts", "read_dose_and_structures", "resample_dose", "structure_dvhs",
+           "write_dvh_csv", "write_report"]

@@ -6,31 +6,30 @@ Two ways to put dose and structures on one grid (both used by ``planner``):
   rasterised on a grid with the dose grid's rows and columns and one slice per contour plane of
   the structure set (contours are drawn on the CT slices), and the dose is interpolated onto it
   along z where its frames lie elsewhere. This is the sampling dicompyler-core uses.
-- :func:`read_review_patient` + :func:`planner.review.dvh.resample_dose` (``planner review``):
-  the structures are rasterised on the CT grid and the dose is resampled onto the CT.
+- :func:`planner.io.dicom_patient.read_dicom_patient` with its ``structure_set`` +
+  :func:`planner.review.dvh.resample_dose` (``planner review``): the structures are rasterised
+  on the CT grid and the dose is resampled onto the CT.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dose.grid import Grid
-from planner.density import hu_to_density
 from planner.errors import InputError
-from planner.io._dicom import CT_IMAGE_STORAGE, read_header
-from planner.io.ct import read_ct_series
+from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtstruct import (
     Z_MATCH_FRACTION,
     StructureSet,
-    rasterise_contours,
+    rasterise_structure_set,
     read_structure_set,
-    structure_kind,
 )
-from planner.patient import DicomReferences, Patient, Structure
+from planner.patient import Patient, Structure
 from planner.review.dvh import resample_dose
 
 
@@ -74,38 +73,19 @@ def contour_grid(structure_set: StructureSet, dose_grid: Grid) -> Grid:
                                                             dose_grid.shape[2]))
 
 
-def _structures(structure_set: StructureSet, grid: Grid, frame_of_reference_uid: str | None,
-                *, keep_outside_z: bool) -> tuple[Structure, ...]:
-    """Rasterise every ROI with contours on ``grid`` (empty or outside ROIs warned and skipped)."""
-    path = structure_set.path
-    for frame in structure_set.frame_of_reference_uids:
-        if frame_of_reference_uid and frame != frame_of_reference_uid:
-            raise InputError(f"{path}: frame of reference {frame} differs from "
-                             f"{frame_of_reference_uid} of the CT")
+def _inside_planes(structure_set: StructureSet, grid: Grid) -> StructureSet:
+    """``structure_set`` without the contours outside ``grid``'s z range (warned per ROI)."""
     low, high = grid.extent_mm()
-    structures = []
+    rois = []
     for roi in structure_set.rois:
-        label = f"{path}: ROI {roi.name!r}"
-        contours = roi.contours
-        if not keep_outside_z:
-            inside = [c for c in contours if low[0] <= float(np.mean(c[:, 2])) <= high[0]]
-            if len(inside) < len(contours):
-                dropped = len(contours) - len(inside)
-                warnings.warn(f"{label}: {dropped} contour{'s' * (dropped != 1)} outside the dose "
-                              f"grid not counted", UserWarning, stacklevel=3)
-            contours = tuple(inside)
-        if not contours:
-            warnings.warn(f"{label} has no closed contours here; skipped", UserWarning,
-                          stacklevel=3)
-            continue
-        mask = rasterise_contours(contours, grid, label=label)
-        if not mask.any():
-            warnings.warn(f"{label} encloses no voxel centre of the grid; skipped", UserWarning,
-                          stacklevel=3)
-            continue
-        structures.append(Structure(roi.name, structure_kind(roi.interpreted_type, roi.name),
-                                    mask))
-    return tuple(structures)
+        inside = tuple(c for c in roi.contours if low[0] <= float(np.mean(c[:, 2])) <= high[0])
+        if len(inside) < len(roi.contours):
+            dropped = len(roi.contours) - len(inside)
+            warnings.warn(f"{structure_set.path}: ROI {roi.name!r}: {dropped} "
+                          f"contour{'s' * (dropped != 1)} outside the dose grid not counted",
+                          UserWarning, stacklevel=3)
+        rois.append(dataclasses.replace(roi, contours=inside))
+    return dataclasses.replace(structure_set, rois=tuple(rois))
 
 
 def read_dose_and_structures(rtdose: str | Path, rtstruct: str | Path
@@ -133,46 +113,13 @@ def read_dose_and_structures(rtdose: str | Path, rtstruct: str | Path
     dose, dose_grid = read_rt_dose(rtdose)
     structure_set = read_structure_set(Path(rtstruct))
     grid = contour_grid(structure_set, dose_grid)
-    structures = _structures(structure_set, grid, None, keep_outside_z=False)
+    structures = rasterise_structure_set(_inside_planes(structure_set, grid), grid,
+                                         outside="the dose grid")
     return resample_dose(dose, dose_grid, grid), grid, structures
 
 
-def _ct_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder")
-    paths = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    found = []
-    for path in paths:
-        ds = read_header(path)
-        if ds is not None and ds.SOPClassUID == CT_IMAGE_STORAGE:
-            found.append(path)
-    if not found:
-        raise InputError(f"{folder}: no CT images found")
-    return found
-
-
 def read_review_patient(ct_folder: str | Path, rtstruct: str | Path) -> Patient:
-    """The CT in ``ct_folder`` (one series) with the structures of ``rtstruct`` on its grid.
-
-    Contours are rasterised as :func:`planner.io.dicom_patient.read_dicom_patient` does
-    (:func:`planner.io.rtstruct.rasterise_contours`); the structure set may live anywhere.
-
-    Raises
-    ------
-    InputError
-        No CT in the folder, a bad CT series (:func:`planner.io.ct.read_ct_series`), an
-        unreadable structure set, or a structure set in another frame of reference.
-    """
-    ct = read_ct_series(_ct_files(Path(ct_folder)))
-    structure_set = read_structure_set(Path(rtstruct))
-    structures = _structures(structure_set, ct.grid, ct.references.frame_of_reference_uid,
-                             keep_outside_z=True)
-    refs = ct.references
-    references = DicomReferences(
-        refs.patient_id, refs.patient_name, refs.study_instance_uid, refs.frame_of_reference_uid,
-        refs.ct_series_instance_uid, refs.ct_sop_instance_uids,
-        structure_set_sop_instance_uid=structure_set.sop_instance_uid,
-        patient_position=refs.patient_position)
-    return Patient(name=refs.patient_id or Path(ct_folder).resolve().name, grid=ct.grid,
-                   hu=ct.hu, density=hu_to_density(ct.hu), structures=structures,
-                   dicom=references, source=str(ct_folder))
+    """``read_dicom_patient(ct_folder, structure_set=rtstruct)``
+    (:func:`planner.io.dicom_patient.read_dicom_patient`) under its former name, for callers
+    not yet moved to it (tests/planner/test_pipeline.py); to be removed with the last one."""
+    return read_dicom_patient(ct_folder, structure_set=rtstruct)

@@ -283,3 +283,23 @@ def test_corrupt_dicom_file_is_named(tmp_path):
 def test_not_a_folder_is_an_error(tmp_path):
     with pytest.raises(InputError, match=r"missing: not a folder"):
         read_dicom_patient(tmp_path / "missing")
+
+
+def test_explicit_structure_set_is_read_with_the_ct_folder(tmp_path):
+    """A structure set given explicitly may lie outside the CT folder, and one inside it (a
+    second set) is then ignored: the masks equal those read from the usual export."""
+    _factory_patient(tmp_path / "export")
+    usual = read_dicom_patient(tmp_path / "export")
+    shutil.move(tmp_path / "export" / "RS.dcm", tmp_path / "RS.dcm")
+    shutil.copy(tmp_path / "RS.dcm", tmp_path / "export" / "ct" / "RS2.dcm")
+    patient = read_dicom_patient(tmp_path / "export" / "ct", structure_set=tmp_path / "RS.dcm")
+    assert [s.name for s in patient.structures] == [s.name for s in usual.structures]
+    for ours, theirs in zip(patient.structures, usual.structures):
+        np.testing.assert_array_equal(ours.mask, theirs.mask)
+    assert patient.dicom == usual.dicom
+
+
+def test_explicit_structure_set_of_another_frame_is_an_error(tmp_path):
+    _factory_patient(tmp_path, frame_uid="1.2.3.999")
+    with pytest.raises(InputError, match=r"RS\.dcm: frame of reference 1\.2\.3\.999 differs from "):
+        read_dicom_patient(tmp_path / "ct", structure_set=tmp_path / "RS.dcm")

@@ -9,6 +9,7 @@ import pytest
 
 from dose.grid import Grid
 from planner.errors import InputError
+from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose, write_rt_dose
 from planner.patient import Structure
 from planner.review.dvh import (
@@ -19,7 +20,7 @@ from planner.review.dvh import (
     structure_dvhs,
     write_dvh_csv,
 )
-from planner.review.inputs import read_dose_and_structures, read_review_patient
+from planner.review.inputs import read_dose_and_structures
 
 from review_case import RX_GY
 
@@ -149,7 +150,7 @@ def test_review_dvh_on_the_ct_agrees_with_dicompyler_core(case):
     several Gy (core D2 23.9 vs 28.0 Gy measured); neither is the truth, the finer CT sampling
     is nearer to it. ``planner dvh`` samples as dicompyler-core does and is held to 1 % on that
     grid (test above)."""
-    patient = read_review_patient(case.ct_dir, case.rtstruct)
+    patient = read_dicom_patient(case.ct_dir, structure_set=case.rtstruct)
     dose, dose_grid = read_rt_dose(case.rtdose)
     _, stats = structure_dvhs(resample_dose(dose, dose_grid, patient.grid), patient.grid,
                               patient.structures)
@@ -160,7 +161,7 @@ def test_review_dvh_on_the_ct_agrees_with_dicompyler_core(case):
 def test_contours_outside_the_dose_grid_are_dropped_with_a_warning(case, tmp_path):
     """A dose grid that ends inside the body (3 slices short: the body's last contour, at
     z = 78 mm, lies beyond it): the contour is reported, not silently counted at 0 Gy."""
-    refs = read_review_patient(case.ct_dir, case.rtstruct).dicom
+    refs = read_dicom_patient(case.ct_dir, structure_set=case.rtstruct).dicom
     grid = case.patient.grid
     short = Grid(grid.origin_mm, grid.spacing_mm, (grid.shape[0] - 3, *grid.shape[1:]))
     write_rt_dose(tmp_path / "RD.dcm", case.dose_gy[:-3], short, refs,

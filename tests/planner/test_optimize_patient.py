@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse
 
-from dose.grid import Grid
 from planner.errors import InputError
 from planner.optimize import fluence_problem, optimise_patient
-from planner.patient import Patient, Structure
 from planner.protocol import read_protocol
 
 PROTOCOL = """name = "line"
@@ -35,27 +32,13 @@ unit = "Gy"
 """
 
 
-def line_patient():
-    """101 voxels of 1 mm on a line (one row of a 1 x 1 x 101 grid); 21 Gaussian beamlets
-    (sigma 4 mm, 5 mm apart). Target 40-60 mm; organ "OAR" 58-75 mm overlaps it at 58-60 mm."""
-    grid = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1, 1, 101))
-    x = np.arange(101.0)
-    D = scipy.sparse.csr_matrix(np.exp(-0.5 * ((x[:, None] - np.linspace(0, 100, 21)) / 4.0) ** 2))
-    shape = grid.shape
-    ptv = ((x >= 40) & (x <= 60)).reshape(shape)
-    oar = ((x >= 58) & (x <= 75)).reshape(shape)
-    body = ((x >= 5) & (x <= 95)).reshape(shape)
-    zeros = np.zeros(shape, np.float32)
-    patient = Patient("line", grid, zeros, zeros + 1.0,
-                      (Structure("PTV", "target", ptv), Structure("OAR", "organ", oar),
-                       Structure("Body", "external", body)))
-    return patient, D
+# Target 40-60 mm; organ "OAR" 58-75 mm overlaps it at 58-60 mm (see the line_patient fixture).
+LINE = {"PTV": ("target", 40, 60), "OAR": ("organ", 58, 75), "Body": ("external", 5, 95)}
 
 
-def test_problem_mapping_overlap_and_ring(tmp_path):
-    (tmp_path / "p.toml").write_text(PROTOCOL)
-    protocol = read_protocol(tmp_path / "p.toml")
-    patient, _ = line_patient()
+def test_problem_mapping_overlap_and_ring(protocol_file, line_patient):
+    protocol = read_protocol(protocol_file(PROTOCOL))
+    patient, _ = line_patient(LINE)
     problem = fluence_problem(patient, protocol, ring_step=1, ring_mm=20.0)
     assert problem.mapping.mapping == {"PTV": "PTV", "Organ": "OAR"}
     assert problem.mapping.unmapped == ("Body",)
@@ -72,10 +55,9 @@ def test_problem_mapping_overlap_and_ring(tmp_path):
                                + [i - 60 for i in range(61, 81)])
 
 
-def test_optimise_patient_meets_goals(tmp_path):
-    (tmp_path / "p.toml").write_text(PROTOCOL)
-    patient, D = line_patient()
-    plan = optimise_patient(patient, D, read_protocol(tmp_path / "p.toml"))
+def test_optimise_patient_meets_goals(protocol_file, line_patient):
+    patient, D = line_patient(LINE)
+    plan = optimise_patient(patient, D, read_protocol(protocol_file(PROTOCOL)))
     assert plan.dose_gy.shape == patient.grid.shape
     dose = plan.dose_gy.ravel()
     assert all(r.met for r in plan.result.goals), plan.result.goals
@@ -84,20 +66,19 @@ def test_optimise_patient_meets_goals(tmp_path):
     assert dose[58:76].mean() == pytest.approx(plan.result.goals[1].value, rel=1e-5)
 
 
-def test_missing_structure_is_an_input_error(tmp_path):
-    (tmp_path / "p.toml").write_text(PROTOCOL.replace('synonyms = ["OAR"]', "synonyms = []"))
-    patient, D = line_patient()
+def test_missing_structure_is_an_input_error(protocol_file, line_patient):
+    path = protocol_file(PROTOCOL.replace('synonyms = ["OAR"]', "synonyms = []"))
+    patient, D = line_patient(LINE)
     with pytest.raises(InputError, match=r"p\.toml: structure 'Organ'"):
-        optimise_patient(patient, D, read_protocol(tmp_path / "p.toml"))
+        optimise_patient(patient, D, read_protocol(path))
 
 
-def test_smoothness_regulariser_is_passed_through(tmp_path):
+def test_smoothness_regulariser_is_passed_through(protocol_file, line_patient):
     """With a strong smoothness term the beamlet weights vary less from neighbour to neighbour."""
     from optim.objectives import FluenceSmoothness, neighbour_pairs
 
-    (tmp_path / "p.toml").write_text(PROTOCOL)
-    protocol = read_protocol(tmp_path / "p.toml")
-    patient, D = line_patient()
+    protocol = read_protocol(protocol_file(PROTOCOL))
+    patient, D = line_patient(LINE)
     n = D.shape[1]
     pairs = neighbour_pairs(np.zeros(n, int), np.zeros(n, int), np.arange(n))
     rough = optimise_patient(patient, D, protocol).result.x

@@ -28,16 +28,10 @@ unit = "{unit}"
 """
 
 
-def _write(tmp_path, text):
-    path = tmp_path / "p.toml"
-    path.write_text(text)
-    return path
-
-
-def _one_goal(tmp_path, structure="PTV", metric="D95%", bound="min", value=100, unit="%",
+def _one_goal(protocol_file, structure="PTV", metric="D95%", bound="min", value=100, unit="%",
               extra=""):
-    return _write(tmp_path, BASE + GOAL.format(structure=structure, metric=metric, bound=bound,
-                                               value=value, unit=unit) + extra)
+    return protocol_file(BASE + GOAL.format(structure=structure, metric=metric, bound=bound,
+                                            value=value, unit=unit) + extra)
 
 
 def test_bundled_protocols_state_the_design_goals():
@@ -75,25 +69,25 @@ def test_bundled_protocols_state_the_design_goals():
     (dict(extra="max = 3\n"), r"goals\[0\]: give exactly one of 'min' and 'max'"),
     (dict(metric="Dmean", bound="min"), r"a minimum mean dose is not supported"),
 ])
-def test_bad_goals_name_file_and_key(tmp_path, kwargs, match):
-    path = _one_goal(tmp_path, **kwargs)
+def test_bad_goals_name_file_and_key(protocol_file, kwargs, match):
+    path = _one_goal(protocol_file, **kwargs)
     with pytest.raises(InputError, match=match) as info:
         read_protocol(path)
     assert str(info.value).startswith(str(path))
     assert "\n" not in str(info.value)
 
 
-def test_bad_prescriptions_and_files(tmp_path):
+def test_bad_prescriptions_and_files(protocol_file):
     with pytest.raises(InputError, match=r"p\.toml: prescriptions\[0\]: .*dose must be positive"):
-        read_protocol(_write(tmp_path, "goals = []\n" + BASE.replace("60.0", "-60.0")))
+        read_protocol(protocol_file("goals = []\n" + BASE.replace("60.0", "-60.0")))
     with pytest.raises(InputError, match=r"prescriptions\[0\]\.target: 'Cord' is not a structure "
                                          r"of kind 'target'"):
-        read_protocol(_write(tmp_path, "goals = []\n"
-                             + BASE.replace('target = "PTV"', 'target = "Cord"')))
+        read_protocol(protocol_file("goals = []\n"
+                                    + BASE.replace('target = "PTV"', 'target = "Cord"')))
     with pytest.raises(InputError, match=r"p\.toml: goals: missing"):
-        read_protocol(_write(tmp_path, BASE))
+        read_protocol(protocol_file(BASE))
     with pytest.raises(InputError, match=r"p\.toml: not valid TOML"):
-        read_protocol(_write(tmp_path, "name = \n"))
+        read_protocol(protocol_file("name = \n"))
     with pytest.raises(InputError, match=r"nope: no such protocol .*bundled: head_and_neck"):
         read_protocol("nope")
 
@@ -113,13 +107,13 @@ def test_map_structures_synonyms_and_unmapped():
         assert map_structures(hn, ["PTV70", spelling]).mapping["SpinalCord"] == spelling
 
 
-def test_missing_required_structure_is_an_error_optional_is_skipped(tmp_path):
+def test_missing_required_structure_is_an_error_optional_is_skipped(protocol_file):
     hn = read_protocol("head_and_neck")
     with pytest.raises(InputError, match=r"head_and_neck\.toml: structure 'PTV70' \(needed by "
                                          r"PTV70 D99% >= 95 %"):
         map_structures(hn, ["PTV56", "SpinalCord"])
-    path = _one_goal(tmp_path, structure="Cord", metric="Dmax", bound="max", value=45, unit="Gy",
-                     extra="optional = true\n")
+    path = _one_goal(protocol_file, structure="Cord", metric="Dmax", bound="max", value=45,
+                     unit="Gy", extra="optional = true\n")
     assert map_structures(read_protocol(path), ["PTV"]).missing == ("Cord",)
 
 

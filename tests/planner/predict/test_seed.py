@@ -10,10 +10,9 @@ import pytest
 import scipy.sparse
 import torch
 
-from dose.grid import Grid
 from optim.autoplan import plan_automatically
 from planner.optimize import fluence_problem
-from planner.patient import Patient, Prescription, Structure
+from planner.patient import Prescription
 from planner.phantoms import cshape_phantom
 from planner.predict.data import CHANNELS
 from planner.predict.infer import save_model
@@ -51,21 +50,10 @@ unit = "Gy"
 """
 
 
-def line_patient():
-    """101 voxels of 1 mm on a line, 21 Gaussian beamlets (sigma 4 mm, 5 mm apart, as in
-    tests/planner/test_optimize.py); PTV70 40-60 mm, cord 62-75 mm, left parotid 20-35 mm."""
-    grid = Grid((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1, 1, 101))
-    x = np.arange(101.0)
-    D = scipy.sparse.csr_matrix(np.exp(-0.5 * ((x[:, None] - np.linspace(0, 100, 21)) / 4.0) ** 2))
-    masks = {n: ((x >= lo) & (x <= hi)).reshape(grid.shape)
-             for n, (lo, hi) in {"PTV70": (40, 60), "SpinalCord": (62, 75),
-                                 "Parotid_L": (20, 35), "Body": (5, 95)}.items()}
-    kinds = {"PTV70": "target", "SpinalCord": "organ", "Parotid_L": "organ", "Body": "external"}
-    zeros = np.zeros(grid.shape, np.float32)
-    patient = Patient("line", grid, zeros, zeros + 1.0,
-                      tuple(Structure(n, kinds[n], m) for n, m in masks.items()),
-                      (Prescription("PTV70", 70.0, 35),))
-    return patient, D
+# PTV70 40-60 mm, cord 62-75 mm, left parotid 20-35 mm (see the line_patient fixture).
+LINE = {"PTV70": ("target", 40, 60), "SpinalCord": ("organ", 62, 75),
+        "Parotid_L": ("organ", 20, 35), "Body": ("external", 5, 95)}
+LINE_RX = (Prescription("PTV70", 70.0, 35),)
 
 
 def _plan(patient, D, protocol, seed: Seed | None = None):
@@ -77,13 +65,12 @@ def _plan(patient, D, protocol, seed: Seed | None = None):
 
 
 @pytest.fixture
-def protocol(tmp_path: Path):
-    (tmp_path / "p.toml").write_text(PROTOCOL)
-    return read_protocol(tmp_path / "p.toml")
+def protocol(protocol_file):
+    return read_protocol(protocol_file(PROTOCOL))
 
 
-def test_mimicking_objectives_cover_organs_and_rest_outside_targets():
-    patient, _ = line_patient()
+def test_mimicking_objectives_cover_organs_and_rest_outside_targets(line_patient):
+    patient, _ = line_patient(LINE, LINE_RX)
     predicted = np.linspace(0, 50, 101).reshape(patient.grid.shape)
     objectives = mimicking_objectives(patient, predicted)
     assert [o.indices.tolist() for o in objectives[:2]] == [list(range(62, 76)),
@@ -98,10 +85,10 @@ def test_mimicking_objectives_cover_organs_and_rest_outside_targets():
         assert o.value(predicted.ravel()) == 0.0 and o.value(0.5 * predicted.ravel()) == 0.0
 
 
-def test_good_prediction_seeds_a_plan_meeting_goals(protocol):
+def test_good_prediction_seeds_a_plan_meeting_goals(protocol, line_patient):
     """The unseeded plan's own dose as the 'prediction': the warm start reproduces it closely and
     the seeded plan meets every goal too."""
-    patient, D = line_patient()
+    patient, D = line_patient(LINE, LINE_RX)
     unseeded = _plan(patient, D, protocol)
     assert all(g.met for g in unseeded.goals)
     predicted = (D @ unseeded.x).reshape(patient.grid.shape)
@@ -116,11 +103,11 @@ def test_good_prediction_seeds_a_plan_meeting_goals(protocol):
 
 
 @pytest.mark.parametrize("poor", ["zero", "organs_at_70"])
-def test_poor_prediction_keeps_hard_goals(protocol, poor):
+def test_poor_prediction_keeps_hard_goals(protocol, poor, line_patient):
     """A prediction of 0 Gy everywhere (the warm start falls back to the default, the mimicking
     asks for no dose anywhere outside the target) or of 70 Gy in the organs (mimicking inactive
     below it) cannot cost a hard goal."""
-    patient, D = line_patient()
+    patient, D = line_patient(LINE, LINE_RX)
     predicted = np.zeros(patient.grid.shape)
     if poor == "organs_at_70":
         predicted[patient.structure("SpinalCord").mask | patient.structure("Parotid_L").mask] = 70
@@ -134,23 +121,23 @@ def test_poor_prediction_keeps_hard_goals(protocol, poor):
         assert (D @ seeded.x)[outside].mean() < (D @ unseeded.x)[outside].mean()
 
 
-def test_outside_the_model_runs_unseeded_and_says_why(tmp_path: Path):
+def test_outside_the_model_runs_unseeded_and_says_why(tmp_path: Path, line_patient):
     phantom = cshape_phantom()
     D = scipy.sparse.csr_matrix((phantom.grid.size, 3))
     seed = seed_optimiser(phantom, D, tmp_path / "model.pt")
     assert not seed.seeded and seed.x0 is None
     assert seed.note.startswith("unseeded: not head and neck")
-    patient, D = line_patient()
+    patient, D = line_patient(LINE, LINE_RX)
     seed = seed_optimiser(patient, D, tmp_path / "missing.pt", device="cpu")
     assert not seed.seeded and "missing.pt: no model weights" in seed.note
 
 
-def test_model_seeds_a_head_and_neck_patient(tmp_path: Path):
+def test_model_seeds_a_head_and_neck_patient(tmp_path: Path, line_patient):
     """With weights available (an untrained tiny network here) the patient is predicted and
     seeded; the note names the organs the network recognised."""
     torch.manual_seed(0)
     path = save_model(DoseUNet(len(CHANNELS), 4, 3), tmp_path / "tiny.pt", {"epochs": 0})
-    patient, D = line_patient()
+    patient, D = line_patient(LINE, LINE_RX)
     seed = seed_optimiser(patient, D, path, device="cpu")
     assert seed.seeded and seed.note.startswith("seeded")
     assert "LeftParotid=Parotid_L" in seed.note and "SpinalCord=SpinalCord" in seed.note

@@ -53,11 +53,9 @@ priority = "{priority}"
 """
 
 
-def _protocol(tmp_path, organ_metric="D0.1cc", organ_limit=45.0, priority="hard"):
-    path = tmp_path / "p.toml"
-    path.write_text(PROTOCOL.format(organ_metric=organ_metric, organ_limit=organ_limit,
-                                    priority=priority))
-    return read_protocol(path)
+def _protocol(protocol_file, organ_metric="D0.1cc", organ_limit=45.0, priority="hard"):
+    return read_protocol(protocol_file(PROTOCOL.format(
+        organ_metric=organ_metric, organ_limit=organ_limit, priority=priority)))
 
 
 def _hottest(d, fraction):
@@ -65,11 +63,11 @@ def _hottest(d, fraction):
     return np.sort(d)[::-1][max(math.ceil(fraction * d.size - 1e-9), 1) - 1]
 
 
-def test_goals_in_protocol_units_with_margins(case, tmp_path):
+def test_goals_in_protocol_units_with_margins(case, protocol_file):
     patient = dataclasses.replace(case.patient, structures=tuple(
         dataclasses.replace(s, name="Centre") if s.name == "Core" else s
         for s in case.patient.structures))  # found through its synonym
-    rows = evaluate_protocol(patient, case.dose_gy, _protocol(tmp_path))
+    rows = evaluate_protocol(patient, case.dose_gy, _protocol(protocol_file))
     ptv = case.dose_gy[patient.structure("PTV").mask].astype(float)
     core = case.dose_gy[patient.structure("Centre").mask].astype(float)
     voxel = patient.grid.voxel_volume_cc
@@ -94,9 +92,14 @@ def test_goals_in_protocol_units_with_margins(case, tmp_path):
     assert rows[3].dvh_point is None
 
 
+def _small_cshape():
+    """The TG-119 C-shape at 5 mm in a 12 x 12 x 16 cm block."""
+    return cshape_phantom(voxel_mm=5.0, body_size_mm=(120.0, 120.0, 160.0), margin_mm=5.0)
+
+
 def _overlapping_patient():
     """C-shape at 5 mm with the core grown into the PTV's right arm (x > 15 mm)."""
-    patient = cshape_phantom(voxel_mm=5.0, body_size_mm=(120.0, 120.0, 160.0), margin_mm=5.0)
+    patient = _small_cshape()
     ptv = patient.structure("PTV").mask
     z, y, x = np.meshgrid(*patient.grid.axes_mm(), indexing="ij")
     core = patient.structure("Core").mask | (ptv & (x > 15.0))
@@ -106,10 +109,10 @@ def _overlapping_patient():
     return dataclasses.replace(patient, structures=structures), overlap_cc
 
 
-def test_overlap_with_a_hard_maximum_below_the_prescription_is_explained(tmp_path):
+def test_overlap_with_a_hard_maximum_below_the_prescription_is_explained(protocol_file):
     patient, overlap_cc = _overlapping_patient()
     assert overlap_cc > 1.0
-    (conflict,) = protocol_conflicts(patient, _protocol(tmp_path, "D0.1cc", 45.0))
+    (conflict,) = protocol_conflicts(patient, _protocol(protocol_file, "D0.1cc", 45.0))
     assert (conflict.target, conflict.organ) == ("PTV", "Core")
     assert conflict.overlap_cc == pytest.approx(overlap_cc)
     assert conflict.limit_gy == 45.0 and conflict.prescription_gy == 50.0
@@ -123,12 +126,12 @@ def test_overlap_with_a_hard_maximum_below_the_prescription_is_explained(tmp_pat
     ("D0.1cc", 45.0, "soft"),   # soft goals may be traded: not impossible
     ("D90%", 45.0, "hard"),     # 90 % of the core may exceed 45 Gy, more than the overlap
 ])
-def test_no_conflict_when_the_goal_can_be_met(tmp_path, metric, limit, priority):
+def test_no_conflict_when_the_goal_can_be_met(protocol_file, metric, limit, priority):
     patient, _ = _overlapping_patient()
-    assert protocol_conflicts(patient, _protocol(tmp_path, metric, limit, priority)) == ()
+    assert protocol_conflicts(patient, _protocol(protocol_file, metric, limit, priority)) == ()
 
 
 def test_tg119_protocol_on_the_c_shape_has_no_conflict():
     """TG-119 keeps a 5 mm gap between target and core."""
-    patient = cshape_phantom(voxel_mm=5.0, body_size_mm=(120.0, 120.0, 160.0), margin_mm=5.0)
+    patient = _small_cshape()
     assert protocol_conflicts(patient, read_protocol("tg119_c_shape")) == ()

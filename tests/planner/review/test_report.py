@@ -101,21 +101,19 @@ def test_report_on_another_dose_grid_says_it_resampled(case, tmp_path):
     assert review.goals == ()
 
 
-def test_impossible_protocol_is_explained_in_the_report(tmp_path):
+def test_impossible_protocol_is_explained_in_the_report(tmp_path, protocol_file):
     patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 120.0, 160.0), margin_mm=6.0)
     ptv = patient.structure("PTV").mask
     core = patient.structure("Core").mask | ptv  # the core swallows the target
     patient = dataclasses.replace(patient, structures=tuple(
         Structure("Core", "organ", core) if s.name == "Core" else s for s in patient.structures))
-    protocol_file = tmp_path / "p.toml"
     text = protocol_path("tg119_c_shape").read_text()
     # TG-119 with the core's hard goal as a maximum: the target inside the core cannot get 50 Gy.
     assert 'metric = "D10%"\nmax = 25.0' in text
-    protocol_file.write_text(text.replace('metric = "D10%"\nmax = 25.0',
-                                          'metric = "Dmax"\nmax = 25.0'))
+    path = protocol_file(text.replace('metric = "D10%"\nmax = 25.0', 'metric = "Dmax"\nmax = 25.0'))
     dose = np.where(ptv, 50.0, 5.0).astype(np.float32)
     review = write_report(tmp_path / "r", patient, dose, patient.grid,
-                          protocol=read_protocol(protocol_file))
+                          protocol=read_protocol(path))
     (conflict,) = review.conflicts
     page = (tmp_path / "r" / "report.html").read_text()
     assert f"overlaps Core by {conflict.overlap_cc:.2f} cc" in page

@@ -12,7 +12,7 @@ from pathlib import Path
 from planner.cli.train import add_threads_option, set_threads
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
+from planner.io.openkbp import read_openkbp_case, read_openkbp_dose
 from planner.predict.data import patient_folders
 from planner.predict.metrics import PatientScores, overall_scores, score_patient
 
@@ -58,12 +58,8 @@ def run(args: argparse.Namespace) -> int:
     scores: list[PatientScores] = []
     print(f"{'patient':<12} {'dose score (Gy)':>15} {'DVH score (Gy)':>14}")
     for folder in folders:
-        patient = read_openkbp_patient(folder)
-        reference = read_openkbp_dose(folder)
-        if reference is None:
-            raise InputError(f"{folder / 'dose.csv'}: missing (no reference dose to score against)")
-        if patient.possible_dose_mask is None:
-            raise InputError(f"{folder / 'possible_dose_mask.csv'}: missing")
+        patient, reference = read_openkbp_case(
+            folder, needed_for="no reference dose to score against")
         if model is None:
             predicted = read_openkbp_dose(_prediction_file(args.predictions, folder.name))
         else:

@@ -223,6 +223,40 @@ def read_openkbp_dose(path: Path) -> np.ndarray | None:
     return _values(path)
 
 
+def read_openkbp_case(folder: Path, *, needed_for: str) -> tuple[Patient, np.ndarray]:
+    """An OpenKBP patient with its reference dose and possible-dose mask, both required.
+
+    Parameters
+    ----------
+    folder : Path
+        A patient folder (see :func:`read_openkbp_patient`).
+    needed_for : str
+        Says in the error for a missing ``dose.csv`` why it is needed
+        (e.g. ``"training needs the reference dose"``).
+
+    Returns
+    -------
+    patient : Patient
+        ``possible_dose_mask`` set.
+    dose_gy : (128, 128, 128) float32 array, Gy
+        See :func:`read_openkbp_dose`.
+
+    Raises
+    ------
+    InputError
+        ``"<folder>/dose.csv: missing (<needed_for>)"``,
+        ``"<folder>/possible_dose_mask.csv: missing"``, or see :func:`read_openkbp_patient`.
+    """
+    folder = Path(folder)
+    patient = read_openkbp_patient(folder)
+    dose = read_openkbp_dose(folder)
+    if dose is None:
+        raise InputError(f"{folder / 'dose.csv'}: missing ({needed_for})")
+    if patient.possible_dose_mask is None:
+        raise InputError(f"{folder / 'possible_dose_mask.csv'}: missing")
+    return patient, dose
+
+
 def write_openkbp_dose(path: Path, dose_gy: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write a ``[z, y, x]`` 128^3 dose (Gy) as a sparse OpenKBP CSV (gzip if ``.gz``).
 

@@ -28,8 +28,7 @@ from planner.io.openkbp import (
     OAR_NAMES,
     ROI_NAMES,
     TARGET_DOSE_GY,
-    read_openkbp_dose,
-    read_openkbp_patient,
+    read_openkbp_case,
 )
 
 CHANNELS = ("CT", "targets", *OAR_NAMES)
@@ -98,12 +97,7 @@ def _source_stamp(folder: Path) -> list[list[str]]:
 
 
 def _write_case(folder: Path, target: Path) -> None:
-    patient = read_openkbp_patient(folder)
-    dose = read_openkbp_dose(folder)
-    if dose is None:
-        raise InputError(f"{folder / 'dose.csv'}: missing (training needs the reference dose)")
-    if patient.possible_dose_mask is None:
-        raise InputError(f"{folder / 'possible_dose_mask.csv'}: missing")
+    patient, dose = read_openkbp_case(folder, needed_for="training needs the reference dose")
     bits = np.zeros(patient.grid.shape, np.uint16)
     for s in patient.structures:
         bits |= s.mask.astype(np.uint16) << np.uint16(ROI_NAMES.index(s.name))

@@ -13,6 +13,7 @@ from planner.io.openkbp import (
     OPENKBP_SHAPE,
     openkbp_to_planner,
     planner_to_openkbp,
+    read_openkbp_case,
     read_openkbp_dose,
     read_openkbp_grid,
     read_openkbp_patient,
@@ -104,6 +105,18 @@ def test_empty_roi_file_is_absent(tiny: Path):
 def test_no_dose_gives_none(tiny: Path):
     (tiny / "dose.csv").unlink()
     assert read_openkbp_dose(tiny) is None
+
+
+def test_case_needs_dose_and_possible_dose_mask(tiny: Path):
+    patient, dose = read_openkbp_case(tiny, needed_for="scoring")
+    np.testing.assert_array_equal(dose, read_openkbp_dose(tiny))
+    assert patient.possible_dose_mask is not None and patient.possible_dose_mask.sum() == 2
+    (tiny / "possible_dose_mask.csv").unlink()
+    with pytest.raises(InputError, match=r"pt_tiny/possible_dose_mask\.csv: missing$"):
+        read_openkbp_case(tiny, needed_for="scoring")
+    (tiny / "dose.csv").unlink()
+    with pytest.raises(InputError, match=r"pt_tiny/dose\.csv: missing \(scoring\)"):
+        read_openkbp_case(tiny, needed_for="scoring")
 
 
 @pytest.mark.parametrize("missing", ["ct.csv.gz", "voxel_dimensions.csv"])

@@ -32,6 +32,12 @@ def xp(request):
 
 
 @pytest.fixture
+def cupy():
+    """cupy, for a test that compares it with numpy itself; skips without cupy or a GPU."""
+    return _cupy_or_skip()
+
+
+@pytest.fixture
 def openkbp_dir() -> Path:
     if not OPENKBP.is_dir():
         pytest.skip(f"OpenKBP data not found at {OPENKBP} (../shared/openkbp)")

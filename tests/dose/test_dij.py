@@ -91,15 +91,9 @@ def test_memory_grows_with_entries_not_grid(model):
     assert half.matrix[~mask.ravel()].nnz == 0
 
 
-def test_gpu_matches_cpu(model):
+def test_gpu_matches_cpu(model, cupy):
     """Issue 3: where a GPU is present, cupy and numpy agree within 0.5 % of the maximum dose for
     the Dij (one open field summed) and the segment dose. Skips without cupy or a CUDA device."""
-    cupy = pytest.importorskip("cupy", reason="cupy not installed")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("no CUDA device")
-    except Exception as error:  # driver missing
-        pytest.skip(f"no CUDA device ({error})")
     machine = load_machine()
     beamset = beamlets(60.0)
     field = open_field(machine, (-30.0, 30.0), (-30.0, 30.0), 1.0)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 from planner.check import (GAMMA_DOSE_PERCENT, GAMMA_DTA_MM, TG218_TOLERANCE, check_plan,
                            format_check, write_check_json)
+from planner.cli._warnings import warnings_to_stderr
 from planner.errors import PlannerError
 from planner.io._atomic import check_writable
 
@@ -37,12 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(Path(args.json), args.force)  # before minutes of computing
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_to_stderr():
         result = check_plan(args.rtplan, rtdose=args.rtdose, ct=args.ct, rtstruct=args.rtstruct,
                             device=args.device)
-    for w in caught:
-        print(f"planner: warning: {w.message}", file=sys.stderr)
     print(format_check(result))
     if args.json:
         print(f"wrote {write_check_json(args.json, result, overwrite=args.force)}")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 
+from planner.cli._warnings import warnings_to_stderr
 from planner.errors import InputError
 from planner.review.dvh import (
     DEFAULT_BIN_GY,
@@ -36,11 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0.001 <= args.bin_gy <= 1.0:
         raise InputError(f"--bin-gy: {args.bin_gy:g} Gy is outside 0.001-1 Gy")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_to_stderr():
         dose, grid, structures = read_dose_and_structures(args.rtdose, args.rtstruct)
-    for w in caught:
-        print(f"planner: warning: {w.message}", file=sys.stderr)
     dvhs, stats = structure_dvhs(dose, grid, structures, bin_width_gy=args.bin_gy)
     if args.csv:
         path = write_dvh_csv(args.csv, dvhs, overwrite=args.force)

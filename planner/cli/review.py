@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
+from planner.cli._warnings import warnings_to_stderr
 from planner.errors import InputError
 from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
@@ -39,11 +38,8 @@ def run(args: argparse.Namespace) -> int:
     protocol = read_protocol(args.protocol) if args.protocol else None
     plan = read_rt_plan(args.rtplan)
     dose, dose_grid = read_rt_dose(args.rtdose)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with warnings_to_stderr():
         patient = read_dicom_patient(args.ct, structure_set=args.rtstruct)
-    for w in caught:
-        print(f"planner: warning: {w.message}", file=sys.stderr)
     frame = patient.dicom.frame_of_reference_uid if patient.dicom else ""
     if plan.frame_of_reference_uid and frame and plan.frame_of_reference_uid != frame:
         raise InputError(f"{args.rtplan}: frame of reference {plan.frame_of_reference_uid} "

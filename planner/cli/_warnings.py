@@ -1,0 +1,23 @@
+"""Warnings of a subcommand's work, shown as the command's own lines on stderr."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Print each UserWarning raised in the block as ``planner: warning: <message>`` on stderr.
+
+    Every occurrence is shown (not once per place, as Python's default filter does), after the
+    block, so the lines follow the command's style rather than Python's ``file:line`` form. If
+    the block raises, nothing is printed: the error line says what went wrong.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    for w in caught:
+        print(f"planner: warning: {w.message}", file=sys.stderr)

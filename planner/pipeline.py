@@ -8,8 +8,8 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    (:class:`ProtocolConflictError`, exit 1) with the overlap volumes, because optimising towards
    a goal known to be impossible wastes minutes and ends in a plan that must be rejected anyway;
    ``allow_conflicts=True`` plans anyway and reports them.
-2. **dose grid**: the patient resampled onto the dose grid (:func:`resample_patient`), where the
-   beamlet doses, the optimisation and the segment doses live.
+2. **dose grid** over the body (:func:`dose_grid_for`); the patient resampled onto it
+   (:func:`resample_patient`) for the optimisation and the segment weights.
 3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
    the targets, with the beamlets covering the targets' projection.
 4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (:func:`planner.predict.seed.seed_optimiser`;
@@ -254,6 +254,42 @@ def resample_patient(patient: Patient, grid: Grid) -> Patient:
                    possible, None, f"{patient.source} (resampled to {grid.spacing_mm} mm)")
 
 
+def dose_grid_for(patient: Patient, spacing_mm: float) -> Grid:
+    """An isotropic dose grid over the patient: the CT grid's extent cropped to the body.
+
+    The body is the external contour, else the possible-dose mask (OpenKBP), else the voxels of
+    density >= ``MIN_DOSE_DENSITY_G_CM3``; its bounding box (voxel edges) is covered by voxels of
+    ``spacing_mm``, the first one's edge on the box's. No dose is computed in the air around the
+    patient anyway, and a grid no wider than the body keeps the dose engine's work (ray tracing
+    and the distances from the source it tabulates) to the patient.
+
+    Parameters
+    ----------
+    patient : Patient
+    spacing_mm : float, mm
+
+    Returns
+    -------
+    Grid
+    """
+    external = [s.mask for s in patient.structures if s.kind == "external"]
+    if external:
+        body = external[0]
+    elif patient.possible_dose_mask is not None:
+        body = patient.possible_dose_mask
+    else:
+        body = patient.density >= MIN_DOSE_DENSITY_G_CM3
+    if not body.any():
+        raise InputError(f"{patient.source}: no voxel of the patient has density >= "
+                         f"{MIN_DOSE_DENSITY_G_CM3} g/cm^3")
+    index = np.argwhere(body)
+    spacing = np.asarray(patient.grid.spacing_mm)
+    low = patient.grid.index_to_position_mm(index.min(axis=0)) - spacing / 2
+    high = patient.grid.index_to_position_mm(index.max(axis=0)) + spacing / 2
+    shape = np.maximum(1, np.ceil((high - low) / spacing_mm - 1e-6)).astype(int)
+    return Grid(tuple(low + spacing_mm / 2), (spacing_mm,) * 3, tuple(shape))
+
+
 def target_centre_xyz_mm(patient: Patient, targets: Sequence[str]) -> tuple[float, float, float]:
     """Centroid of the union of the ``targets`` masks, DICOM (x, y, z) mm (an isocentre)."""
     union = np.zeros(patient.grid.shape, dtype=bool)
@@ -348,6 +384,20 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
                                                      seq.weights))
             out.append(FieldSequence(b, part, parts, segments, least))
     return tuple(out)
+
+
+def dose_calculation_mask(dose_patient: Patient) -> np.ndarray:
+    """Dose-grid voxels whose dose is calculated: ``(nz, ny, nx)`` bool.
+
+    The patient (density >= ``MIN_DOSE_DENSITY_G_CM3``, the dose engine's default) and every
+    voxel of every structure: a target or organ voxel in an air cavity (the oral cavity or a
+    sinus inside a head-and-neck PTV) must get a dose, or a goal on it sees 0 Gy there and the
+    optimiser chases coverage that no fluence can give.
+    """
+    mask = dose_patient.density >= MIN_DOSE_DENSITY_G_CM3
+    for s in dose_patient.structures:
+        mask |= s.mask
+    return mask
 
 
 def segment_weight_voxels(dose_patient: Patient, protocol: Protocol, mapping: dict[str, str]
@@ -501,7 +551,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     dose_grid_mm : float, mm
         Isotropic dose-grid spacing.
     max_segments_per_beam : int
-        Most MLC segments a beam may have (fewer levels are used where needed).
+        Most MLC segments a field may have (fewer intensity levels are used where needed).
     time_limit_s : float, optional, s
         Budget of the fluence optimisation.
     allow_conflicts : bool
@@ -523,6 +573,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         GPU, structures the protocol needs missing.
     ProtocolConflictError
         The protocol cannot be met as delineated and ``allow_conflicts`` is false.
+    PlannerError
+        A field cannot be sequenced within ``max_segments_per_beam`` (see
+        :func:`sequence_beams`).
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -567,7 +620,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                if p.target in mapping.mapping]
     fractions = protocol.prescriptions[0].fractions
     fraction_dose_cgy = 100.0 * max(p.dose_gy for p in protocol.prescriptions) / fractions
-    dose_grid = patient.grid.resampled((dose_grid_mm,) * 3)
+    dose_grid = dose_grid_for(patient, dose_grid_mm)
     dose_patient = resample_patient(patient, dose_grid)
     step("dose grid", f"{dose_grid.shape} at {dose_grid_mm:g} mm")
 
@@ -584,7 +637,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                   f"{beamset.n_beamlets} beamlets of {beamlet_mm:g} mm")
 
     density = to_device(patient.density, device)
-    dij = compute_dij(density, patient.grid, dose_grid, beamset, model)
+    calculated = to_device(dose_calculation_mask(dose_patient), device)
+    dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
     D = dij.matrix
     step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
 
@@ -652,7 +706,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                 dataclasses.replace(seg, mu=seg.mu / fractions) for seg in kept)))
     # The exported dose: the dose engine on the delivered apertures and MU (all fractions).
     dose = to_device(segment_dose(density, patient.grid, dose_grid, final_beams, final_segments,
-                                  machine, model), "cpu")
+                                  machine, model, dose_mask=calculated), "cpu")
     goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
                                    protocol)
     step("final dose", f"max {float(dose.max()):.2f} Gy; "

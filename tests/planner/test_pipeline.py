@@ -26,8 +26,8 @@ from planner.patient import Patient, Structure
 from planner.phantoms import cshape_phantom
 from planner.errors import InputError, PlannerError
 from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
-                              ProtocolConflictError, default_protocol, plan_patient,
-                              resample_patient, sequence_beams)
+                              ProtocolConflictError, default_protocol, dose_calculation_mask,
+                              dose_grid_for, plan_patient, resample_patient, sequence_beams)
 from planner.protocol import read_protocol
 from planner.review.dvh import resample_dose
 from planner.review.goals import evaluate_protocol
@@ -68,6 +68,36 @@ def test_resample_patient_averages_density_and_keeps_half_covered_voxels():
     dot_new = out.structure("dot").mask
     assert dot_new.sum() == 1 and dot_new[2, 2, 2]  # too small for half a voxel: kept once
     assert out.grid == new and out.dicom is None
+
+
+def test_dose_is_calculated_in_every_structure_voxel_even_in_air():
+    """A target over an air cavity (as a head-and-neck PTV over the oral cavity): its voxels get
+    a dose, or a coverage goal sees 0 Gy there (found on an OpenKBP patient, where the fluence
+    optimiser then drove the dose to 800 Gy chasing it)."""
+    grid = Grid((0.0, 0.0, 0.0), (5.0, 5.0, 5.0), (6, 6, 6))
+    density = np.ones(grid.shape, np.float32)
+    density[2:4, 2:4, 2:4] = 0.001  # the cavity
+    density[:, :, 5] = 0.0          # air beside the patient
+    target = np.zeros(grid.shape, bool)
+    target[1:5, 1:5, 1:5] = True
+    patient = Patient("p", grid, density, density, (Structure("PTV", "target", target),))
+    mask = dose_calculation_mask(patient)
+    assert mask[2:4, 2:4, 2:4].all()  # the cavity inside the target
+    assert mask[:, :, :5].all() and not mask[:, :, 5].any()  # not the air around
+
+
+def test_dose_grid_covers_the_body_only():
+    patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    grid = dose_grid_for(patient, 4.0)
+    body = patient.structure("BODY").mask
+    index = np.argwhere(body)
+    spacing = np.asarray(patient.grid.spacing_mm)
+    low = patient.grid.index_to_position_mm(index.min(axis=0)) - spacing / 2
+    high = patient.grid.index_to_position_mm(index.max(axis=0)) + spacing / 2
+    grid_low, grid_high = grid.extent_mm()
+    np.testing.assert_allclose(grid_low, low)  # first voxel's edge on the body's box
+    assert np.all(grid_high >= high - 1e-9) and np.all(grid_high < high + 4.0)
+    assert grid.spacing_mm == (4.0, 4.0, 4.0)
 
 
 def test_sequence_beams_delivers_the_fluence_on_the_beamlet_squares():

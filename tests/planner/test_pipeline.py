@@ -28,7 +28,6 @@ from planner.errors import InputError, PlannerError
 from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
                               ProtocolConflictError, default_protocol, dose_calculation_mask,
                               dose_grid_for, plan_patient, resample_patient, sequence_beams)
-from planner.protocol import read_protocol
 from planner.review.dvh import resample_dose
 from planner.review.goals import evaluate_protocol
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from dose.grid import Grid
 from planner.errors import InputError
-from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtstruct import (
     Z_MATCH_FRACTION,
@@ -29,7 +28,7 @@ from planner.io.rtstruct import (
     rasterise_structure_set,
     read_structure_set,
 )
-from planner.patient import Patient, Structure
+from planner.patient import Structure
 from planner.review.dvh import resample_dose
 
 
@@ -116,10 +115,3 @@ def read_dose_and_structures(rtdose: str | Path, rtstruct: str | Path
     structures = rasterise_structure_set(_inside_planes(structure_set, grid), grid,
                                          outside="the dose grid")
     return resample_dose(dose, dose_grid, grid), grid, structures
-
-
-def read_review_patient(ct_folder: str | Path, rtstruct: str | Path) -> Patient:
-    """``read_dicom_patient(ct_folder, structure_set=rtstruct)``
-    (:func:`planner.io.dicom_patient.read_dicom_patient`) under its former name, for callers
-    not yet moved to it (tests/planner/test_pipeline.py); to be removed with the last one."""
-    return read_dicom_patient(ct_folder, structure_set=rtstruct)

@@ -7,7 +7,9 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
 2. **Goals** — one objective per clinical goal (a DVH point, a maximum, a mean), aimed a little
    inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
    more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
-   out. Soft goals are not in this step.
+   out. Soft goals are not in this step. The regularisers (fluence smoothness) rank below every
+   goal: after each round that leaves a hard goal unmet their weight is halved, and if the rounds
+   run out one more round is made without them; the factor reached stays for step 3.
 3. **Sparing** — soft goals join. Every organ goal (upper limit) is pushed below its achieved
    value, step by step, with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
@@ -133,7 +135,8 @@ class GoalResult:
 @dataclass(frozen=True)
 class StepReport:
     """One optimisation in the automatic plan: which step, how long, what it achieved
-    (``goals_met`` counts all goals met after the step; ``hard_goals_met``: all hard ones)."""
+    (``goals_met`` counts all goals met after the step; ``hard_goals_met``: all hard ones), and
+    the factor on the regularisers' weights it ran with (``regulariser_scale``, 1 as given)."""
 
     step: str
     iterations: int
@@ -142,6 +145,7 @@ class StepReport:
     goals_met: int
     hard_goals_met: bool
     note: str
+    regulariser_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,9 @@ class AutoPlanResult:
     iterations, evaluations : int
         Totals over all steps.
     elapsed_s : float
+    regulariser_scale : float
+        Factor on every regulariser's weight in the final plan: 1 as given, lower where hard goals
+        needed it (halved per goal round, 0 when they were dropped).
     """
 
     x: np.ndarray
@@ -169,6 +176,7 @@ class AutoPlanResult:
     iterations: int
     evaluations: int
     elapsed_s: float
+    regulariser_scale: float = 1.0
 
 
 def evaluate_goal(dose: Any, goal: PlanGoal) -> GoalResult:
@@ -247,7 +255,9 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     extra_objectives : sequence of dose objectives, optional
         Added to every step (e.g. ``DoseMimicking`` of a predicted dose); over the rows of ``D``.
     regularisers : sequence of fluence objectives, optional
-        E.g. ``FluenceSmoothness``; added to every step.
+        E.g. ``FluenceSmoothness``; added to every step, with the lowest priority: their
+        ``weight`` (a dataclass field, as in :mod:`optim.objectives`) is lowered while a hard
+        goal is unmet (see the module docstring and ``AutoPlanResult.regulariser_scale``).
     x0 : (n_beamlets,) array, optional
         Starting fluence; default uniform, scaled so the mean target dose is the prescription.
     goal_rounds, sparing_rounds : int
@@ -309,10 +319,15 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         left = remaining()
         return left is not None and left <= 0.0
 
+    reg_scale = 1.0  # factor on the regularisers' weights, lowered in step 2
+
     def run(step: str, objectives: list[Objective], x_start: np.ndarray
             ) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
         hook = None if progress is None else (lambda p: progress(step, p))
-        result = optimise_fluence(Dr, objectives, x_start, regularisers=regularisers,
+        regs = [] if reg_scale == 0.0 else [
+            r if reg_scale == 1.0 else replace(r, weight=r.weight * reg_scale)  # type: ignore
+            for r in regularisers]
+        result = optimise_fluence(Dr, objectives, x_start, regularisers=regs,
                                   max_iter=iterations_per_step, rel_tol=rel_tol,
                                   time_limit_s=remaining(), progress=hook)
         totals["iterations"] += result.iterations
@@ -321,7 +336,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         achieved = evaluate_goals(dose, goals)
         steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
                                 sum(r.met for r in achieved),
-                                all(r.met for r in achieved if r.hard), result.stop_reason))
+                                all(r.met for r in achieved if r.hard), result.stop_reason,
+                                reg_scale))
         return result.x, achieved
 
     # 1. coverage
@@ -358,9 +374,21 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         for i, r in enumerate(achieved):
             if r.hard and not r.met:
                 insist(i, r, aims, weights)
+        if regularisers:
+            reg_scale /= 2.0  # the regularisers give way to the goals
     else:
+        rounds = goal_rounds
+        if regularisers and goal_rounds > 0 and not out_of_time():
+            # Last resort before declaring failure: the goals without any regulariser.
+            reg_scale = 0.0
+            rounds += 1
+            x, achieved = run(f"goals {rounds} (no regularisers)",
+                              base + goal_objectives(aims, weights), x)
         unmet = [r.label for r in achieved if r.hard and not r.met]
-        notes.append(f"hard goals unmet after {goal_rounds} rounds: {', '.join(unmet)}")
+        if unmet:
+            notes.append(f"hard goals unmet after {rounds} rounds: {', '.join(unmet)}")
+    if regularisers and reg_scale < 1.0:
+        notes.append(f"regularisers at {reg_scale:g} x their weight for the hard goals")
 
     # 3. sparing: met organ upper limits aimed below what was reached and, like unmet soft goals,
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
@@ -415,4 +443,5 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     return AutoPlanResult(x=x, goals=achieved, steps=tuple(steps), stopped_by=stopped_by,
                           iterations=totals["iterations"], evaluations=totals["evaluations"],
-                          elapsed_s=time.perf_counter() - start)
+                          elapsed_s=time.perf_counter() - start,
+                          regulariser_scale=reg_scale)

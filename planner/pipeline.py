@@ -722,7 +722,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         "beamlets": beamset.n_beamlets, "dij_nonzeros": int(D.nnz),
         "seed": seed.note, "conflicts": [c.explanation for c in conflicts],
         "optimisation": {"iterations": result.iterations, "stopped_by": result.stopped_by,
-                         "smoothness_weight": SMOOTHNESS_WEIGHT,
+                         # As used in the end: lowered where the hard goals needed it.
+                         "smoothness_weight": SMOOTHNESS_WEIGHT * result.regulariser_scale,
                          "steps": [dataclasses.asdict(s) for s in result.steps]},
         "goals": {"fluence": _goal_rows(goals_fluence), "plan": _goal_rows(goals_plan)},
         "beams": [{"name": b.name, "gantry_deg": b.beam.gantry_deg, "segments": len(b.segments),

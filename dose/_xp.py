@@ -57,6 +57,16 @@ def ndimage_module(xp: ModuleType) -> ModuleType:
     return ndimage
 
 
+def fft_module(xp: ModuleType) -> ModuleType:
+    """``scipy.fft`` for numpy, ``cupyx.scipy.fft`` for cupy (both keep float32 in float32,
+    unlike ``numpy.fft``)."""
+    if xp is np:
+        from scipy import fft
+    else:
+        from cupyx.scipy import fft
+    return fft
+
+
 def sparse_module(xp: ModuleType) -> ModuleType:
     """``scipy.sparse`` for numpy, ``cupyx.scipy.sparse`` for cupy."""
     if xp is np:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dose._xp import array_module, ndimage_module
+from dose._xp import array_module, fft_module
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_BEAM_MODEL = DATA_DIR / "beam_model" / "generic_6mv.toml"
@@ -223,7 +223,7 @@ def depth_tables(model: BeamModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Planes:
-    """A fluence convolved with the primary and scatter kernels at several magnifications.
+    """Fluences convolved with the primary and scatter kernels at several magnifications.
 
     The primary planes are on the fluence's pixels; the scatter planes, smooth, on pixels
     ``scatter_factor`` times larger (same first edge).
@@ -232,8 +232,9 @@ class Planes:
     ----------
     primary : (n_m, n_rho, nv, nu) float32 array, MU
         One plane per magnification and lateral density (primary kernel rate scaled by the
-        density, see :func:`lateral_planes`).
+        density, see :func:`lateral_planes`); ``(n_f, n_m, n_rho, nv, nu)`` for ``n_f`` fluences.
     scatter : (n_m, nv // f, nu // f) float32 array, MU
+        ``(n_f, n_m, nv // f, nu // f)`` for ``n_f`` fluences.
     magnifications : (n_m,) float array, evenly spaced
     densities : (n_rho,) float array, g/cm^3, increasing
     u0_mm, v0_mm : float, mm
@@ -269,7 +270,8 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
     Gaussian transforms. The maps are zero-padded so that the periodic images of the kernels
     stay negligible: 20 mm / density for the primary kernel (images at least 40 mm / density
     away: ``exp(-b 40 mm) < 1e-5`` for the fitted b) and three map widths for the scatter
-    kernel.
+    kernel. The transforms are float32 (relative error ~1e-6 of the map's maximum, below the
+    float32 planes' own rounding); a stack of fluences shares the kernels' transforms.
 
     Lateral density scaling: the secondary electrons that spread the primary dose travel
     ``1 / density`` times further in a medium of that density (same kernel in radiological
@@ -280,8 +282,9 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
 
     Parameters
     ----------
-    fluence : (nv, nu) array, MU (numpy or cupy)
-        Fluence on square pixels of ``spacing_mm`` at the isocentre plane (rows v, columns u).
+    fluence : (nv, nu) or (n_f, nv, nu) array, MU (numpy or cupy)
+        Fluence on square pixels of ``spacing_mm`` at the isocentre plane (rows v, columns u);
+        with a leading axis, ``n_f`` fluences on the same pixels.
     spacing_mm : float, mm
     u0_mm, v0_mm : float, mm
         Lower edges of the map along u and v.
@@ -296,38 +299,46 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
     Returns
     -------
     Planes
+        With a leading ``n_f`` axis on its arrays when ``fluence`` has one.
     """
     xp = array_module(fluence)
-    nv, nu = fluence.shape
-    fluence = xp.asarray(fluence, dtype=xp.float64)
+    fft = fft_module(xp)
+    stacked = xp.asarray(fluence, dtype=xp.float32)
+    single = stacked.ndim == 2
+    if single:
+        stacked = stacked[None]
+    count, nv, nu = stacked.shape
     factor = max(1, int(round(scatter_spacing_mm / spacing_mm)))
     # Block sums keep the scatter map's integral; pad to whole blocks.
     cv, cu = -(-nv // factor), -(-nu // factor)
-    blocks = xp.zeros((cv * factor, cu * factor))
-    blocks[:nv, :nu] = fluence
-    coarse = blocks.reshape(cv, factor, cu, factor).mean(axis=(1, 3))
+    blocks = xp.zeros((count, cv * factor, cu * factor), dtype=xp.float32)
+    blocks[:, :nv, :nu] = stacked
+    coarse = blocks.reshape(count, cv, factor, cu, factor).mean(axis=(2, 4))
 
-    def convolve(image: Any, spacing: float, pad: int, rates: list[float]) -> Any:
-        rows, cols = image.shape
+    def convolve(images: Any, spacing: float, pad: int, rates: list[float]) -> Any:
+        rows, cols = images.shape[1:]
         shape = (_fast_len(rows + 2 * pad), _fast_len(cols + 2 * pad))
-        spectrum = xp.fft.rfft2(image, s=shape)
+        spectrum = fft.rfft2(images, s=shape)
         kv = 2 * np.pi * np.fft.fftfreq(shape[0], d=spacing)[:, None]
         ku = 2 * np.pi * np.fft.rfftfreq(shape[1], d=spacing)[None, :]
         k = np.sqrt(kv**2 + ku**2)
         source = ((1 - model.extrafocal_fraction) * np.exp(-0.5 * (k * model.focal_sigma_mm)**2)
                   + model.extrafocal_fraction * np.exp(-0.5 * (k * model.extrafocal_sigma_mm)**2))
-        out = xp.empty((len(magnifications), len(rates), rows, cols), dtype=xp.float32)
+        out = xp.empty((count, len(magnifications), len(rates), rows, cols), dtype=xp.float32)
         for index, magnification in enumerate(magnifications):
             for which, rate in enumerate(rates):
-                transfer = xp.asarray(source * _transfer(rate, k / magnification))
-                out[index, which] = xp.fft.irfft2(spectrum * transfer, s=shape)[:rows, :cols]
+                transfer = xp.asarray(source * _transfer(rate, k / magnification),
+                                      dtype=xp.float32)
+                out[:, index, which] = fft.irfft2(spectrum * transfer, s=shape)[:, :rows, :cols]
         return out
 
     densities = np.asarray(densities, dtype=float)
-    primary = convolve(fluence, spacing_mm, int(np.ceil(20.0 / densities.min() / spacing_mm)),
+    primary = convolve(stacked, spacing_mm, int(np.ceil(20.0 / densities.min() / spacing_mm)),
                        [model.primary_lateral_per_mm * rho for rho in densities])
     scatter = convolve(coarse, spacing_mm * factor, max(cv, cu),
-                       [model.scatter_attenuation_per_mm])[:, 0]
+                       [model.scatter_attenuation_per_mm])[:, :, 0]
+    if single:
+        primary, scatter = primary[0], scatter[0]
     return Planes(primary, scatter, np.asarray(magnifications, dtype=float), densities,
                   float(u0_mm), float(v0_mm), float(spacing_mm), factor)
 
@@ -356,6 +367,110 @@ def magnification_planes(t_min_mm: float, t_max_mm: float, sad_mm: float) -> np.
     return np.linspace(low, high, count)
 
 
+@dataclass(frozen=True)
+class PlaneLookup:
+    """Multilinear interpolation of planes at fixed points, shared by every fluence whose planes
+    have the same layout (all segments of a beam).
+
+    Attributes
+    ----------
+    primary_index, scatter_index : (n_corners, n) int arrays
+        Flat indices into one fluence's primary (2^4 or 2^3 corners: m, [rho,] v, u) and scatter
+        (2^3 corners) planes.
+    primary_weight, scatter_weight : (n_corners, n) float32 arrays
+        Interpolation weights; all 0 for a point outside the planes.
+    """
+
+    primary_index: Any
+    primary_weight: Any
+    scatter_index: Any
+    scatter_weight: Any
+
+
+def _corners(shape: tuple[int, ...], coords: list[Any]) -> tuple[Any, Any]:
+    """Flat indices and weights ``(2^d, n)`` of multilinear interpolation on an array of
+    ``shape`` at index coordinates ``coords`` (d arrays (n,)); a point outside ``[0, size - 1]``
+    in any axis gets weight 0, as in ``map_coordinates(order=1, mode="constant", cval=0)``."""
+    xp = array_module(*coords)
+    n = coords[0].size
+    index_type = xp.int32 if int(np.prod(shape)) < 2**31 else xp.int64
+    inside = xp.ones(n, dtype=bool)
+    index = xp.zeros((1, n), dtype=index_type)
+    weight = xp.ones((1, n), dtype=xp.float32)
+    stride = int(np.prod(shape))
+    for size, coord in zip(shape, coords):
+        stride //= size
+        coord = coord.astype(xp.float64)
+        inside &= (coord >= 0) & (coord <= size - 1)
+        low = xp.clip(xp.floor(coord), 0, max(size - 2, 0))
+        fraction = (coord - low).astype(xp.float32)
+        offset = (low * stride).astype(index_type)
+        # Each axis doubles the corners: lower neighbour then upper (same cell if size 1).
+        index = xp.concatenate([index + offset, index + offset + (stride if size > 1 else 0)])
+        weight = xp.concatenate([weight * (1 - fraction), weight * fraction])
+    return xp.where(inside, index, 0), weight * inside
+
+
+def plane_lookup(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
+                 density: Any = None) -> PlaneLookup:
+    """Interpolation of ``planes`` (one fluence's layout) at beam's-eye-view points, linear in
+    (m, rho, v, u).
+
+    Parameters
+    ----------
+    planes : Planes
+        Supplies the layout (magnifications, densities, map shapes and edges); with a leading
+        fluence axis, the layout of each fluence.
+    t_mm, u_mm, v_mm : (n,) float arrays, mm
+        Axial distance from the source and isocentre-plane position of each point.
+    sad_mm : float, mm
+    density : (n,) float array, g/cm^3, optional
+        Lateral density at each point (needed when the planes have more than one density).
+
+    Returns
+    -------
+    PlaneLookup
+    """
+    xp = array_module(planes.primary)
+    m = planes.magnifications
+    m_index = (t_mm / sad_mm - m[0]) / (m[1] - m[0]) if m.size > 1 else 0.0 * t_mm
+    tables = []
+    for shape, spacing in ((planes.primary.shape[-4:], planes.spacing_mm),
+                           (planes.scatter.shape[-3:], planes.spacing_mm * planes.scatter_factor)):
+        coords = [m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
+                  (u_mm - planes.u0_mm) / spacing - 0.5]
+        if len(shape) == 4:
+            if planes.densities.size == 1:
+                shape = shape[:1] + shape[2:]
+            else:
+                coords.insert(1, xp.interp(density, xp.asarray(planes.densities),
+                                           xp.arange(planes.densities.size, dtype=xp.float64)))
+        # float32 coordinates, as map_coordinates was given before (same in/out decisions).
+        tables.append(_corners(tuple(shape), [xp.asarray(c, dtype=xp.float32) for c in coords]))
+    return PlaneLookup(tables[0][0], tables[0][1], tables[1][0], tables[1][1])
+
+
+def sample_lookup(planes: Planes, lookup: PlaneLookup) -> tuple[Any, Any]:
+    """Primary and scatter values of ``planes`` at a lookup's points.
+
+    Returns
+    -------
+    primary, scatter : (n,) float32 arrays, MU (0 outside the maps)
+        ``(n_f, n)`` when the planes hold a stack of ``n_f`` fluences.
+    """
+    xp = array_module(planes.primary)
+    values = []
+    for array, index, weight, ndim in ((planes.primary, lookup.primary_index,
+                                        lookup.primary_weight, 4),
+                                       (planes.scatter, lookup.scatter_index,
+                                        lookup.scatter_weight, 3)):
+        stack = array[None] if array.ndim == ndim else array
+        flat = stack.reshape(stack.shape[0], -1)
+        total = xp.stack([(xp.take(plane, index) * weight).sum(axis=0) for plane in flat])
+        values.append(total[0] if array.ndim == ndim else total)
+    return values[0], values[1]
+
+
 def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
                   density: Any = None) -> tuple[Any, Any]:
     """Primary and scatter convolutions at beam's-eye-view points, linear in (m, rho, v, u).
@@ -363,6 +478,7 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     Parameters
     ----------
     planes : Planes
+        One fluence's planes.
     t_mm, u_mm, v_mm : (n,) float arrays, mm
         Axial distance from the source and isocentre-plane position of each point.
     sad_mm : float, mm
@@ -373,25 +489,7 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     -------
     primary, scatter : (n,) float32 arrays, MU (0 outside the maps)
     """
-    xp = array_module(planes.primary)
-    ndimage = ndimage_module(xp)
-    m = planes.magnifications
-    m_index = (t_mm / sad_mm - m[0]) / (m[1] - m[0]) if m.size > 1 else 0.0 * t_mm
-    values = []
-    for array, spacing in ((planes.primary, planes.spacing_mm),
-                           (planes.scatter, planes.spacing_mm * planes.scatter_factor)):
-        coords = [m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
-                  (u_mm - planes.u0_mm) / spacing - 0.5]
-        if array.ndim == 4:
-            if planes.densities.size == 1:
-                array = array[:, 0]
-            else:
-                rho_index = xp.interp(density, xp.asarray(planes.densities),
-                                      xp.arange(planes.densities.size, dtype=xp.float64))
-                coords.insert(1, rho_index)
-        values.append(ndimage.map_coordinates(array, xp.stack(coords).astype(xp.float32),
-                                              order=1, mode="constant", cval=0.0))
-    return values[0], values[1]
+    return sample_lookup(planes, plane_lookup(planes, t_mm, u_mm, v_mm, sad_mm, density))
 
 
 def _fast_len(n: int) -> int:

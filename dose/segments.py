@@ -10,13 +10,16 @@ import numpy as np
 
 from dose._xp import array_module
 from dose.beam_model import (REACH_MM, BeamModel, density_planes, lateral_planes,
-                             magnification_planes, sample_planes)
+                             magnification_planes, plane_lookup, sample_lookup)
 from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import Machine
 from dose.raytrace import beam_voxels, density_at, voxel_positions_xyz
 
 MIN_DOSE_DENSITY_G_CM3 = 0.05  # below this a voxel is air around the patient: no dose computed
+# Memory for the planes of the fluences convolved together (one beam's segments share the
+# kernels' transforms and the interpolation); more fluences are done in several batches.
+PLANE_BATCH_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,9 @@ def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
                              sad_mm=machine.sad_mm,
                              uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
         if voxels.index.size:
-            dose[voxels.index] += _fluence_dose(voxels, active, u_edges, v_edges, machine, model)
+            fluence = segments_fluence(active, machine, u_edges, v_edges)
+            dose[voxels.index] += _fluence_doses(voxels, fluence[None], u_edges, v_edges,
+                                                 machine, model)[0]
     return dose.reshape(dose_grid.shape)
 
 
@@ -183,8 +188,9 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
                         ) -> tuple[Any, Any]:
     """Dose per MU of each segment separately (for segment-weight optimisation).
 
-    The same computation as :func:`segment_dose`, with the ray tracing done once per beam and
-    one fluence map per segment. Segment MUs are ignored: column ``k`` is the dose of 1 MU.
+    The same computation as :func:`segment_dose`, with one fluence map per segment; the ray
+    tracing, the kernels' transforms and the interpolation of the planes at the voxels are
+    done once per beam. Segment MUs are ignored: column ``k`` is the dose of 1 MU.
 
     Parameters
     ----------
@@ -214,11 +220,11 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
         voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
                              sad_mm=machine.sad_mm,
                              uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
-        for segment in unit:
-            if voxels.index.size:
-                matrix[row_of[voxels.index], column] = _fluence_dose(
-                    voxels, [segment], u_edges, v_edges, machine, model)
-            column += 1
+        if voxels.index.size:
+            fluences = np.stack([segments_fluence([s], machine, u_edges, v_edges) for s in unit])
+            doses = _fluence_doses(voxels, fluences, u_edges, v_edges, machine, model)
+            matrix[row_of[voxels.index], column:column + len(unit)] = doses.T
+        column += len(unit)
     return voxel_index, matrix
 
 
@@ -234,20 +240,43 @@ def _fluence_edges(segments: Sequence[Segment], spacing_mm: float, reach_mm: flo
     return u_edges, v_edges
 
 
-def _fluence_dose(voxels: Any, segments: Sequence[Segment], u_edges: np.ndarray,
-                  v_edges: np.ndarray, machine: Machine, model: BeamModel) -> Any:
-    """Dose (Gy, per voxel of ``voxels``) of segments' MU fluence on the given pixel edges."""
+def _fluence_doses(voxels: Any, fluences: np.ndarray, u_edges: np.ndarray, v_edges: np.ndarray,
+                   machine: Machine, model: BeamModel) -> Any:
+    """Dose (Gy) of MU fluence maps at the voxels of one beam.
+
+    Parameters
+    ----------
+    voxels : BeamVoxels
+    fluences : (n_f, nv, nu) float array, MU
+        Maps on the pixels with edges ``u_edges``, ``v_edges``.
+    u_edges, v_edges : float arrays, mm
+    machine : Machine
+    model : BeamModel
+
+    Returns
+    -------
+    (n_f, n_voxels) float32 array, Gy
+        Same backend as ``voxels``.
+    """
     xp = array_module(voxels.t_mm)
     spacing = float(u_edges[1] - u_edges[0])
-    fluence = xp.asarray(segments_fluence(segments, machine, u_edges, v_edges))
     magnifications = magnification_planes(float(xp.min(voxels.t_mm)),
                                           float(xp.max(voxels.t_mm)), machine.sad_mm)
     densities = density_planes(voxels.lateral_density)
-    planes = lateral_planes(fluence, spacing, u_edges[0], v_edges[0], magnifications, model,
-                            densities=densities)
-    primary, scatter = sample_planes(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm,
-                                     machine.sad_mm, voxels.lateral_density)
-    return voxels.primary_gy * primary + voxels.scatter_gy * scatter
+    # Primary planes dominate the memory; padded spectra and scatter planes add less than it.
+    per_fluence = 3 * 4 * magnifications.size * densities.size * fluences[0].size
+    batch = max(1, PLANE_BATCH_BYTES // per_fluence)
+    doses = xp.empty((len(fluences), voxels.index.size), dtype=xp.float32)
+    lookup = None
+    for start in range(0, len(fluences), batch):
+        planes = lateral_planes(xp.asarray(fluences[start:start + batch]), spacing, u_edges[0],
+                                v_edges[0], magnifications, model, densities=densities)
+        if lookup is None:
+            lookup = plane_lookup(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm, machine.sad_mm,
+                                  voxels.lateral_density)
+        primary, scatter = sample_lookup(planes, lookup)
+        doses[start:start + len(primary)] = voxels.primary_gy * primary + voxels.scatter_gy * scatter
+    return doses
 
 
 def dose_voxels(density: Any, density_grid: Grid, dose_grid: Grid, dose_mask: Any = None) -> Any:

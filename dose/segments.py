@@ -275,7 +275,8 @@ def _fluence_doses(voxels: Any, fluences: np.ndarray, u_edges: np.ndarray, v_edg
             lookup = plane_lookup(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm, machine.sad_mm,
                                   voxels.lateral_density)
         primary, scatter = sample_lookup(planes, lookup)
-        doses[start:start + len(primary)] = voxels.primary_gy * primary + voxels.scatter_gy * scatter
+        doses[start:start + len(primary)] = (voxels.primary_gy * primary
+                                             + voxels.scatter_gy * scatter)
     return doses
 
 

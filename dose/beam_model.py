@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dose._xp import array_module, fft_module
+from dose._xp import array_module, fft_module, ndimage_module
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_BEAM_MODEL = DATA_DIR / "beam_model" / "generic_6mv.toml"
@@ -411,6 +411,29 @@ def _corners(shape: tuple[int, ...], coords: list[Any]) -> tuple[Any, Any]:
     return xp.where(inside, index, 0), weight * inside
 
 
+def _plane_coordinates(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
+                       density: Any) -> list[tuple[tuple[int, ...], Any]]:
+    """For the primary then the scatter planes: the shape of one fluence's planes as they are
+    interpolated (no density axis when there is one density) and the points' index coordinates
+    in it, ``(d, n)`` float32."""
+    xp = array_module(planes.primary)
+    m = planes.magnifications
+    m_index = (t_mm / sad_mm - m[0]) / (m[1] - m[0]) if m.size > 1 else 0.0 * t_mm
+    out = []
+    for shape, spacing in ((planes.primary.shape[-4:], planes.spacing_mm),
+                           (planes.scatter.shape[-3:], planes.spacing_mm * planes.scatter_factor)):
+        coords = [m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
+                  (u_mm - planes.u0_mm) / spacing - 0.5]
+        if len(shape) == 4:
+            if planes.densities.size == 1:
+                shape = shape[:1] + shape[2:]
+            else:
+                coords.insert(1, xp.interp(density, xp.asarray(planes.densities),
+                                           xp.arange(planes.densities.size, dtype=xp.float64)))
+        out.append((tuple(shape), xp.stack(coords).astype(xp.float32)))
+    return out
+
+
 def plane_lookup(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
                  density: Any = None) -> PlaneLookup:
     """Interpolation of ``planes`` (one fluence's layout) at beam's-eye-view points, linear in
@@ -431,22 +454,8 @@ def plane_lookup(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float,
     -------
     PlaneLookup
     """
-    xp = array_module(planes.primary)
-    m = planes.magnifications
-    m_index = (t_mm / sad_mm - m[0]) / (m[1] - m[0]) if m.size > 1 else 0.0 * t_mm
-    tables = []
-    for shape, spacing in ((planes.primary.shape[-4:], planes.spacing_mm),
-                           (planes.scatter.shape[-3:], planes.spacing_mm * planes.scatter_factor)):
-        coords = [m_index, (v_mm - planes.v0_mm) / spacing - 0.5,
-                  (u_mm - planes.u0_mm) / spacing - 0.5]
-        if len(shape) == 4:
-            if planes.densities.size == 1:
-                shape = shape[:1] + shape[2:]
-            else:
-                coords.insert(1, xp.interp(density, xp.asarray(planes.densities),
-                                           xp.arange(planes.densities.size, dtype=xp.float64)))
-        # float32 coordinates, as map_coordinates was given before (same in/out decisions).
-        tables.append(_corners(tuple(shape), [xp.asarray(c, dtype=xp.float32) for c in coords]))
+    tables = [_corners(shape, list(coords))
+              for shape, coords in _plane_coordinates(planes, t_mm, u_mm, v_mm, sad_mm, density)]
     return PlaneLookup(tables[0][0], tables[0][1], tables[1][0], tables[1][1])
 
 
@@ -478,7 +487,8 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     Parameters
     ----------
     planes : Planes
-        One fluence's planes.
+        One fluence's planes (or a stack of one). For many fluences at the same points,
+        :func:`plane_lookup` and :func:`sample_lookup` share the interpolation instead.
     t_mm, u_mm, v_mm : (n,) float arrays, mm
         Axial distance from the source and isocentre-plane position of each point.
     sad_mm : float, mm
@@ -489,7 +499,13 @@ def sample_planes(planes: Planes, t_mm: Any, u_mm: Any, v_mm: Any, sad_mm: float
     -------
     primary, scatter : (n,) float32 arrays, MU (0 outside the maps)
     """
-    return sample_lookup(planes, plane_lookup(planes, t_mm, u_mm, v_mm, sad_mm, density))
+    ndimage = ndimage_module(array_module(planes.primary))
+    values = []
+    layouts = _plane_coordinates(planes, t_mm, u_mm, v_mm, sad_mm, density)
+    for array, (shape, coords) in zip((planes.primary, planes.scatter), layouts):
+        values.append(ndimage.map_coordinates(array.reshape(shape), coords, order=1,
+                                              mode="constant", cval=0.0))
+    return values[0], values[1]
 
 
 def _fast_len(n: int) -> int:

@@ -10,7 +10,8 @@ import numpy as np
 
 from dose._xp import array_module
 from dose.beam_model import (REACH_MM, BeamModel, density_planes, lateral_planes,
-                             magnification_planes, plane_lookup, sample_lookup)
+                             magnification_planes, plane_lookup, sample_lookup,
+                             sample_planes)
 from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import Machine
@@ -271,10 +272,15 @@ def _fluence_doses(voxels: Any, fluences: np.ndarray, u_edges: np.ndarray, v_edg
     for start in range(0, len(fluences), batch):
         planes = lateral_planes(xp.asarray(fluences[start:start + batch]), spacing, u_edges[0],
                                 v_edges[0], magnifications, model, densities=densities)
-        if lookup is None:
-            lookup = plane_lookup(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm, machine.sad_mm,
-                                  voxels.lateral_density)
-        primary, scatter = sample_lookup(planes, lookup)
+        if len(fluences) == 1:  # used once: map_coordinates is faster than building a lookup
+            primary, scatter = (v[None] for v in sample_planes(
+                planes, voxels.t_mm, voxels.u_mm, voxels.v_mm, machine.sad_mm,
+                voxels.lateral_density))
+        else:
+            if lookup is None:
+                lookup = plane_lookup(planes, voxels.t_mm, voxels.u_mm, voxels.v_mm,
+                                      machine.sad_mm, voxels.lateral_density)
+            primary, scatter = sample_lookup(planes, lookup)
         doses[start:start + len(primary)] = (voxels.primary_gy * primary
                                              + voxels.scatter_gy * scatter)
     return doses

@@ -1,7 +1,7 @@
 """Benchmark: automatic fluence optimisation of the TG-119 C-shape (TG119.mat) to its goals.
 
 9 fields at 0, 40, ..., 320 deg, 5 mm beamlets covering the target (+5 mm), dose on a 3 mm grid
-(the CT's extent resampled), dose engine ``dose.dij.compute_dij``; the optimiser is
+(the CT's extent cropped to the body, as `planner plan` does), dose engine ``dose.dij.compute_dij``; the optimiser is
 ``planner.optimize.optimise_patient`` with the bundled ``tg119_c_shape`` protocol. Reports the
 Dij time, the optimisation time and iterations, and the TG-119 goals (PTV D95 >= 50 Gy,
 D10 <= 55 Gy, core D10 <= 25 Gy, and the harder core D10 <= 10 Gy).
@@ -19,32 +19,20 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import scipy.sparse
 
 from dose._xp import resolve_device, to_device
 from dose.beam_model import load_beam_model
 from dose.beams import beamlets_covering, equispaced_beams
 from dose.dij import compute_dij
-from dose.grid import Grid
 from planner.cli.optimize import goal_table
 from planner.io.matrad import read_matrad_mat
 from planner.optimize import optimise_patient
-from planner.patient import Patient, Structure
+from planner.pipeline import (dose_calculation_mask, dose_grid_for, resample_patient,
+                              target_centre_xyz_mm)
 from planner.protocol import read_protocol
 
 TG119 = Path(__file__).resolve().parent.parent.parent / "shared" / "phantoms" / "TG119.mat"
-
-
-def on_grid(patient: Patient, grid: Grid) -> Patient:
-    """The patient resampled to ``grid`` by nearest voxel (masks, HU, density)."""
-    zz, yy, xx = np.meshgrid(*grid.axes_mm(), indexing="ij")
-    index = np.rint(patient.grid.position_to_index(np.stack([zz, yy, xx], axis=-1))).astype(int)
-    index = np.clip(index, 0, np.asarray(patient.grid.shape) - 1)
-    pick = (index[..., 0], index[..., 1], index[..., 2])
-    return Patient(patient.name, grid, patient.hu[pick], patient.density[pick],
-                   tuple(Structure(s.name, s.kind, s.mask[pick]) for s in patient.structures),
-                   patient.prescriptions, source=patient.source)
 
 
 def main() -> None:
@@ -56,10 +44,10 @@ def main() -> None:
     device = resolve_device(args.device)
 
     ct = read_matrad_mat(TG119)
-    patient = on_grid(ct, ct.grid.resampled((3.0, 3.0, 3.0)))
+    # The dose grid, resampled patient and isocentre of `planner plan` (planner.pipeline).
+    patient = resample_patient(ct, dose_grid_for(ct, 3.0))
     target = ct.structure("OuterTarget").mask
-    centre_zyx = ct.grid.index_to_position_mm(np.argwhere(target)).mean(axis=0)
-    beams = equispaced_beams(9, tuple(centre_zyx[::-1]))
+    beams = equispaced_beams(9, target_centre_xyz_mm(ct, ["OuterTarget"]))
     beamset = beamlets_covering(beams, target, ct.grid, beamlet_size_mm=5.0)
     print(f"TG119: CT {ct.grid.shape} at {ct.grid.spacing_mm} mm, dose grid "
           f"{patient.grid.shape} at 3 mm, {beamset.n_beamlets} beamlets in 9 beams, "
@@ -71,7 +59,8 @@ def main() -> None:
     else:
         start = time.perf_counter()
         dij = compute_dij(to_device(ct.density, device), ct.grid, patient.grid, beamset,
-                          load_beam_model())
+                          load_beam_model(),
+                          dose_mask=to_device(dose_calculation_mask(patient), device))
         D = dij.matrix
         print(f"Dij: {time.perf_counter() - start:.1f} s")
         if device == "cuda":

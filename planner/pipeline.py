@@ -454,6 +454,10 @@ def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
 def default_protocol(patient: Patient) -> Protocol:
     """The first bundled protocol (``data/protocols``, by name) whose structures the patient has.
 
+    It fits when every structure it requires maps to one of the patient's and at least one of
+    its prescribed targets is present (head-and-neck patients often lack an elective PTV, which
+    the protocol marks optional).
+
     Raises
     ------
     InputError
@@ -465,7 +469,7 @@ def default_protocol(patient: Patient) -> Protocol:
             mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
         except InputError:
             continue
-        if all(p.target in mapping for p in protocol.prescriptions):
+        if any(p.target in mapping for p in protocol.prescriptions):
             return protocol
     raise InputError(f"{patient.source}: no bundled protocol fits the structures "
                      f"{[s.name for s in patient.structures]}; give one with --protocol")

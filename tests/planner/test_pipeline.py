@@ -28,6 +28,7 @@ from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FIL
                               ProtocolConflictError, default_protocol, dose_calculation_mask,
                               dose_grid_for, plan_patient, resample_patient, sequence_beams)
 from planner.review.dvh import resample_dose
+from planner.protocol import read_protocol
 from planner.review.goals import evaluate_protocol
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
@@ -182,6 +183,14 @@ def test_default_protocol_is_the_bundled_one_the_structures_fit():
     with pytest.raises(InputError, match=r"u.mat: no bundled protocol fits the structures "
                                          r"\['Blob'\]; give one with --protocol"):
         default_protocol(unknown)
+
+
+def test_default_protocol_without_an_elective_target(openkbp_dir):
+    """OpenKBP pt_242 has PTV70 and PTV56 but no PTV63 (optional in the protocol)."""
+    from planner.io.openkbp import read_openkbp_patient
+
+    patient = read_openkbp_patient(openkbp_dir / "test-pats" / "pt_242")
+    assert default_protocol(patient).name == read_protocol("head_and_neck").name
 
 
 # ---------------------------------------------------------------------------------------------

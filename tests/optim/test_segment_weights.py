@@ -115,13 +115,17 @@ def test_segment_doses_from_the_dose_engine():
     target = np.full(ptv.size, 2.0)
     objectives = objectives_to(target)
 
-    result = optimise_segment_weights(S, objectives, np.array(w0))
     best = scipy.optimize.lsq_linear(S, target, bounds=(0.0, np.inf), tol=1e-12).x
     best_value = sum(o.value(S @ best) for o in objectives)
-    # The same optimum up to the relative-change stop of L-BFGS-B: within 1 % of a value that
-    # itself is the (small) residual of an almost uniform dose.
-    assert result.value <= best_value * 1.01 + 1e-9
+    # At the default stop (relative change 1e-5) the dose is the optimum's dose within 0.5 % of
+    # the 2 Gy aim in every voxel (measured 0.1 %): S is ill-conditioned (condition ~2e4) and the
+    # optimum's objective is a tiny residual (~2e-5), so its value is still a few % above it.
+    result = optimise_segment_weights(S, objectives, np.array(w0))
+    np.testing.assert_allclose(S @ result.x, S @ best, rtol=0, atol=0.005 * 2.0)
     assert np.mean(S @ result.x) == pytest.approx(2.0, rel=0.01)
+    # Run to a tight stop, the objective reaches the optimum's value within 1 %.
+    tight = optimise_segment_weights(S, objectives, np.array(w0), rel_tol=1e-9)
+    assert best_value * (1 - 1e-6) <= tight.value <= best_value * 1.01 + 1e-9
 
     constrained = optimise_segment_weights(S, objectives, np.array(w0), min_weight=5.0)
     assert np.all((constrained.x == 0) | (constrained.x >= 5.0))

@@ -15,7 +15,8 @@ from planner.predict.data import DEFAULT_CACHE
 
 #: Options that fill :class:`planner.predict.train.TrainConfig` (unset: its default).
 _CONFIG_OPTIONS = {"epochs": "epochs", "base_channels": "base_channels", "levels": "levels",
-                   "lr": "learning_rate", "crop": "crop", "dvh_weight": "dvh_weight",
+                   "lr": "learning_rate", "lr_schedule": "lr_schedule",
+                   "crop": "crop", "dvh_weight": "dvh_weight",
                    "seed": "seed", "limit_train": "limit_train", "limit_val": "limit_val"}
 
 
@@ -48,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base-channels", type=int, help="U-Net width (default 16)")
     parser.add_argument("--levels", type=int, help="U-Net levels (default 5)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 5e-4)")
+    parser.add_argument("--lr-schedule", choices=("cosine", "constant"),
+                        help="cosine: the rate falls to 1 %% of --lr by the last epoch "
+                             "(default); constant")
     parser.add_argument("--crop", type=int,
                         help="side of random training cubes, a multiple of 2**levels; "
                              "0: whole volumes (default 96)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -47,7 +48,10 @@ class TrainConfig:
 
     epochs : total epochs (a resumed run continues up to this number)
     base_channels, levels : network size (:class:`DoseUNet`)
-    learning_rate : Adam step size
+    learning_rate : Adam step size at the start
+    lr_schedule : "cosine" (the step size falls along half a cosine from ``learning_rate`` to 1 %
+        of it at ``epochs``; a resumed run with a new ``epochs`` follows the new curve from where
+        it is) or "constant"
     crop : side of the random training cubes (a multiple of 2 ** levels), None for whole volumes
     dvh_weight : weight of the DVH term of the loss (module docstring)
     seed : seeds torch, numpy and Python's random (weights, patient order, augmentation); on the
@@ -60,6 +64,7 @@ class TrainConfig:
     base_channels: int = 16
     levels: int = 5
     learning_rate: float = 5e-4
+    lr_schedule: str = "cosine"
     crop: int | None = 96
     dvh_weight: float = 1.0
     seed: int = 0
@@ -84,6 +89,14 @@ def dvh_aware_loss(predicted: torch.Tensor, reference: torch.Tensor, mask: torch
     if terms and dvh_weight:
         loss = loss + dvh_weight * torch.stack(terms).mean()
     return loss
+
+
+def learning_rate_at(config: TrainConfig, epoch: int) -> float:
+    """Adam's step size for the 0-based ``epoch`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    floor = 0.01 * config.learning_rate
+    return floor + (config.learning_rate - floor) * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -155,6 +168,8 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
     if resume:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         config = dataclasses.replace(TrainConfig(**saved["config"]), epochs=config.epochs)
+    if config.lr_schedule not in ("cosine", "constant"):
+        raise InputError(f"lr_schedule: must be 'cosine' or 'constant', got {config.lr_schedule!r}")
     if config.crop is not None and config.crop % 2**config.levels:
         raise InputError(f"--crop: must be a multiple of {2**config.levels} (2 ** levels), "
                          f"got {config.crop}")
@@ -187,6 +202,9 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
 
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
+        learning_rate = learning_rate_at(config, epoch)
+        for group in optimiser.param_groups:
+            group["lr"] = learning_rate
         losses = []
         for index in rng.permutation(len(train_paths)):
             case = augment(load_case(train_paths[index]), rng, config.crop)
@@ -196,7 +214,7 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
         val_dose, val_dvh = overall_scores(scores)
         record = {"epoch": epoch + 1, "train_loss_gy": float(np.nanmean(losses)),
                   "val_dose_score_gy": val_dose, "val_dvh_score_gy": val_dvh,
-                  "train_s": train_s, "epoch_s": time.perf_counter() - began}
+                  "learning_rate": learning_rate, "train_s": train_s, "epoch_s": time.perf_counter() - began}
         history.append(record)
         progress(f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss_gy']:.3f} Gy  "
                  f"validation dose score {val_dose:.3f} Gy  DVH score {val_dvh:.3f} Gy  "

@@ -14,7 +14,13 @@ import torch
 from planner.errors import InputError
 from planner.predict.data import CHANNELS, Case, augment, load_case, patient_folders, prepare_cache
 from planner.predict.model import DoseUNet
-from planner.predict.train import TrainConfig, dvh_aware_loss, score_cases, train
+from planner.predict.train import (
+    TrainConfig,
+    dvh_aware_loss,
+    learning_rate_at,
+    score_cases,
+    train,
+)
 from planner.predict.metrics import overall_scores
 
 
@@ -33,6 +39,18 @@ def test_loss_hand_values():
     assert float(dvh_aware_loss(permuted, reference, mask, [roi], 5.0)) == pytest.approx(l1)
     empty = torch.zeros_like(roi)
     assert float(dvh_aware_loss(reference + 2, reference, mask, [empty], 1.0)) == pytest.approx(2)
+
+
+def test_cosine_schedule_end_points():
+    """Full rate at epoch 0, half-way between rate and floor at the middle, 1 % at the end."""
+    config = TrainConfig(epochs=10, learning_rate=1e-3)
+    assert learning_rate_at(config, 0) == pytest.approx(1e-3)
+    assert learning_rate_at(config, 5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate_at(config, 10) == pytest.approx(1e-5)
+    rates = [learning_rate_at(config, e) for e in range(11)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    constant = dataclasses.replace(config, lr_schedule="constant")
+    assert {learning_rate_at(constant, e) for e in range(11)} == {1e-3}
 
 
 def _case() -> Case:

@@ -7,15 +7,17 @@ doses are compared with a global gamma index of 3 % / 2 mm above 10 % of the RT 
 and with per-structure DVH statistics. The verdict follows AAPM TG-218 (Miften et al., Med Phys
 45:e53, 2018): at least 95 % of the points pass.
 
-What can be checked: photon step-and-shoot plans (BeamType STATIC; every pair of control points
-one aperture held while its meterset is delivered) at 6 MV, the energy of planner's beam model,
+What can be checked: photon step-and-shoot plans at 6 MV, the energy of planner's beam model,
 with an MLCX and ASYMX/ASYMY jaw positions in each segment and no wedge, compensator, block or
-flattening-filter-free mode, on an axial CT. Recomputing control point pairs as static segments
+flattening-filter-free mode, on an axial CT. Step-and-shoot is read whether labelled BeamType
+STATIC or DYNAMIC (as e.g. Eclipse exports it): every interval of control points in which the
+cumulative meterset weight increases is one aperture held while its meterset is delivered, and
+the leaves move only between control points of equal weight
+(:func:`planner.io.rtplan.beam_on_intervals`). Recomputing these intervals as static segments
 is exact only when nothing moves while the beam is on, so arcs (VMAT) and sliding-window plans
-are refused, as are electron and ion plans; BeamType DYNAMIC with static segments (how some
-systems label step-and-shoot) is refused too, because :func:`planner.io.rtplan.read_rt_plan`
-reads STATIC beams only. The machine is planner's generic 6 MV linac with the plan's leaf
-boundaries and source-axis distance (leaf transmission and beam model are planner's).
+(a collimator moving while the weight increases) are refused, as are electron and ion plans.
+The machine is planner's generic 6 MV linac with the plan's leaf boundaries and source-axis
+distance (leaf transmission and beam model are planner's).
 
 How independent the check is: for another system's plan, the dose algorithm differs from the
 one that made the RT Dose. For a plan of planner's own the algorithm is the same, and the check
@@ -48,7 +50,7 @@ from planner.io._atomic import write_file_atomic
 from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_dicom, read_header
 from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
-from planner.io.rtplan import RtPlan, read_rt_plan
+from planner.io.rtplan import RtPlan, beam_on_intervals, read_rt_plan
 from planner.review.dvh import DoseStatistics, resample_dose, structure_dvhs
 
 #: Gamma criteria and tolerance of AAPM TG-218 (global dose difference, low-dose threshold).
@@ -63,7 +65,6 @@ DVH_METRICS = (("Dmean", "mean_gy"), ("D95", "d95_gy"), ("D2", "d2_gy"),
                ("D0.1cc", "d0_1cc_gy"))
 
 RT_ION_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.8"  # DICOM PS3.4 Annex B.5
-_POSITION_TOLERANCE_MM = 0.01  # positions are written to 0.01 mm: equal below that
 
 
 @dataclass(frozen=True)
@@ -153,16 +154,6 @@ def _where(path: Path, beam: Dataset) -> str:
     return f"{path}: beam {str(beam.get('BeamName', '') or beam.get('BeamNumber', '?'))!r}"
 
 
-def _device_positions(point: Dataset, previous: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Collimator positions at a control point; devices it does not list keep their values."""
-    positions = dict(previous)
-    for item in point.get("BeamLimitingDevicePositionSequence", []) or []:
-        if "LeafJawPositions" in item:
-            positions[str(item.RTBeamLimitingDeviceType)] = np.asarray(item.LeafJawPositions,
-                                                                       dtype=float)
-    return positions
-
-
 def _check_beam(path: Path, beam: Dataset) -> None:
     """Raise InputError unless ``beam`` is a 6 MV photon step-and-shoot beam with an MLCX."""
     where = _where(path, beam)
@@ -202,27 +193,15 @@ def _check_beam(path: Path, beam: Dataset) -> None:
             "no MLC"
         raise InputError(f"{where}: {found} (devices: {', '.join(sorted(devices)) or 'none'}); "
                          "planner check needs MLCX leaf positions")
-    if "MLCX" not in _device_positions(points[0], {}):
+    if not any(str(item.get("RTBeamLimitingDeviceType", "")) == "MLCX"
+               and "LeafJawPositions" in item
+               for item in points[0].get("BeamLimitingDevicePositionSequence", []) or []):
         raise InputError(f"{where}: control point 0 has no MLCX leaf positions")
     beam_type = str(beam.get("BeamType", "") or "")
-    if beam_type == "STATIC":
-        return
-    if beam_type != "DYNAMIC":
-        raise InputError(f"{where}: BeamType {beam_type!r}, expected STATIC")
-    positions = _device_positions(points[0], {})
-    weight = float(points[0].get("CumulativeMetersetWeight", 0.0))
-    for k, point in enumerate(points[1:], start=1):
-        moved = _device_positions(point, positions)
-        new_weight = float(point.get("CumulativeMetersetWeight", weight))
-        if new_weight > weight and any(
-                np.max(np.abs(moved[d] - positions[d]), initial=0.0) > _POSITION_TOLERANCE_MM
-                for d in positions if d in moved and moved[d].shape == positions[d].shape):
-            raise InputError(f"{where}: DYNAMIC beam whose collimator moves while the beam is on "
-                             f"(control points {k - 1}-{k}, sliding window); planner check "
-                             "recomputes step-and-shoot plans only")
-        positions, weight = moved, new_weight
-    raise InputError(f"{where}: BeamType DYNAMIC with static segments; planner reads such plans "
-                     "only as BeamType STATIC (step-and-shoot)")
+    if beam_type not in ("STATIC", "DYNAMIC"):
+        raise InputError(f"{where}: BeamType {beam_type!r}, expected STATIC or DYNAMIC")
+    # Refuses a collimator moving while the meterset weight increases (sliding window).
+    beam_on_intervals(beam, where)
 
 
 def check_plan_dataset(ds: Dataset, path: str | Path) -> None:
@@ -242,7 +221,8 @@ def check_plan_dataset(ds: Dataset, path: str | Path) -> None:
         non-standard fluence mode (FFF); wedges, compensators or blocks; an arc (gantry
         rotation direction other than NONE, or a gantry angle that changes between control
         points); a beam without MLCX (no MLC, or an MLCY) or without leaf positions; BeamType
-        other than STATIC (DYNAMIC sliding window, or DYNAMIC with static segments).
+        other than STATIC or DYNAMIC; a collimator that moves while the meterset weight
+        increases (sliding window), a missing or decreasing cumulative meterset weight.
     """
     path = Path(path)
     if ds.get("SOPClassUID") == RT_ION_PLAN_STORAGE:

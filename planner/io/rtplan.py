@@ -1,12 +1,21 @@
 """DICOM RT Plan for step-and-shoot IMRT: write a plan's beams and segments, and read them back.
 
-What treatment systems need (DESIGN.md "DICOM output that treatment systems accept", DICOM PS3.3
-C.8.8.9-C.8.8.14): RT General Plan with RTPlanGeometry PATIENT and the structure set it was made
-on, Patient Setup, RT Prescription, Tolerance Table, Fraction Scheme with every beam's meterset,
-and RT Beams: BeamType STATIC, jaws (ASYMX, ASYMY) and MLC (MLCX), two control points per segment
-(the meterset of the segment is delivered between them, the leaves move between pairs with the
-beam off), the full collimator state in every control point, and cumulative meterset weights
-from 0 to 1.
+What is written, as treatment systems need it (DESIGN.md "DICOM output that treatment systems
+accept", DICOM PS3.3 C.8.8.9-C.8.8.14): RT General Plan with RTPlanGeometry PATIENT and the
+structure set it was made on, Patient Setup, RT Prescription, Tolerance Table, Fraction Scheme
+with every beam's meterset, and RT Beams: BeamType STATIC, jaws (ASYMX, ASYMY) and MLC (MLCX),
+two control points per segment (the meterset of the segment is delivered between them, the
+leaves move between pairs with the beam off), the full collimator state in every control point,
+and cumulative meterset weights from 0 to 1.
+
+What is read: step-and-shoot beams labelled STATIC (as written here) or DYNAMIC (as e.g.
+Eclipse exports step-and-shoot IMRT), the same sequence either way: each interval between two
+control points in which the cumulative meterset weight increases is one segment (its aperture,
+its share of the beam meterset), held still within ``STILL_TOLERANCE_MM``; in intervals of
+equal weight the collimator moves with the beam off and nothing is delivered. Positions a
+control point does not list carry forward from earlier ones (PS3.3 C.8.8.14.5). Beams whose
+collimator moves while the weight increases (sliding window) are refused. The gantry angle is
+read from control point 0 only (:mod:`planner.check` refuses arcs).
 """
 
 from __future__ import annotations
@@ -40,6 +49,13 @@ RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"  # DICOM PS3.4 Annex B.5
 # 1e-10 of a beam's meterset is far below any delivery resolution.
 _WEIGHT_DECIMALS = 10
 _POSITION_DECIMALS = 2  # mm: 0.01 mm, ten times finer than MLC positioning (about 0.1 mm)
+#: Collimator positions that differ by at most this between two control points are still, mm.
+#: Positions are decimal strings: a system that holds an aperture repeats the same string (a
+#: difference of 0), one that rounds differently (positions converted from cm, fewer decimals)
+#: shifts them by up to half its last digit. 0.01 mm is planner's own position resolution and
+#: ten times finer than MLC positioning (about 0.1 mm): a movement this small changes no dose,
+#: while a sliding-window leaf moves millimetres between control points.
+STILL_TOLERANCE_MM = 0.01
 
 
 @dataclass(frozen=True)
@@ -374,10 +390,78 @@ def _device_states(points: Sequence[Dataset]) -> list[dict[str, np.ndarray]]:
     states = []
     for point in points:
         for item in point.get("BeamLimitingDevicePositionSequence", None) or []:
-            state[str(item.RTBeamLimitingDeviceType)] = np.asarray(item.LeafJawPositions,
-                                                                   dtype=float)
+            if "LeafJawPositions" in item:
+                state[str(item.get("RTBeamLimitingDeviceType", ""))] = np.asarray(
+                    item.LeafJawPositions, dtype=float)
         states.append(dict(state))
     return states
+
+
+def _cumulative_weight(point: Dataset, k: int, where: str) -> float:
+    value = point.get("CumulativeMetersetWeight")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: control point {k} has no cumulative meterset weight "
+                         f"({value!r})") from None
+
+
+def _moves(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> bool:
+    """Whether a collimator given in both states moves by more than STILL_TOLERANCE_MM."""
+    return any(before[d].shape != after[d].shape
+               or np.max(np.abs(after[d] - before[d]), initial=0.0) > STILL_TOLERANCE_MM
+               for d in before.keys() & after.keys())
+
+
+def beam_on_intervals(beam: Dataset, where: str) -> list[tuple[int, float, dict[str, np.ndarray]]]:
+    """The intervals between consecutive control points of a beam in which meterset is delivered.
+
+    Step-and-shoot as BeamType STATIC (planner's :func:`write_rt_plan`) and as BeamType DYNAMIC
+    (how e.g. Eclipse exports it) are the same sequence: the cumulative meterset weight increases
+    between two control points with the same aperture, and the collimator moves only between
+    control points of equal weight (beam off). Each interval with a weight increase is one
+    segment; intervals without one deliver nothing, whatever moves in them.
+
+    Parameters
+    ----------
+    beam : pydicom Dataset
+        An item of BeamSequence (its BeamType and ControlPointSequence are read).
+    where : str
+        Prefix of the error messages, e.g. ``"plan.dcm: beam 'G000'"``.
+
+    Returns
+    -------
+    list of (k, weight_increase, positions)
+        For each interval from control point ``k`` to ``k + 1`` with an increase of the
+        cumulative meterset weight (in the beam's weight units, > 0): the collimator positions
+        in force (device type to (n,) float array, mm; MLCX bank A then bank B), carried forward
+        from earlier control points where a device is not listed.
+
+    Raises
+    ------
+    InputError
+        A control point without a numeric cumulative meterset weight; a weight that decreases;
+        a collimator that moves by more than ``STILL_TOLERANCE_MM`` while the weight increases
+        (a sliding-window delivery, which step-and-shoot segments cannot represent).
+    """
+    points = beam.get("ControlPointSequence", None) or []
+    weights = [_cumulative_weight(point, k, where) for k, point in enumerate(points)]
+    states = _device_states(points)
+    beam_type = str(beam.get("BeamType", "") or "")
+    intervals = []
+    for k in range(len(points) - 1):
+        increase = weights[k + 1] - weights[k]
+        if increase < 0:
+            raise InputError(f"{where}: cumulative meterset weight decreases from "
+                             f"{weights[k]:g} to {weights[k + 1]:g} at control point {k + 1}")
+        if increase == 0:
+            continue  # beam off: the collimator may travel to the next aperture
+        if _moves(states[k], states[k + 1]):
+            raise InputError(f"{where}: {beam_type} beam whose collimator moves while the beam "
+                             f"is on (control points {k}-{k + 1}, sliding window); planner "
+                             "reads step-and-shoot beams only")
+        intervals.append((k, increase, states[k]))
+    return intervals
 
 
 def _device_values(state: dict[str, np.ndarray], path: Path, where: str) -> dict[str, np.ndarray]:
@@ -390,41 +474,36 @@ def _device_values(state: dict[str, np.ndarray], path: Path, where: str) -> dict
 def _read_beam(item: Dataset, path: Path, meterset: float, beam_dose: float | None) -> PlanBeam:
     name = str(item.get("BeamName", item.BeamNumber))
     where = f"beam {name!r}"
-    if item.get("BeamType") != "STATIC":
+    if item.get("BeamType") not in ("STATIC", "DYNAMIC"):
         raise InputError(f"{path}: {where} is {item.get('BeamType')!r}, planner reads STATIC "
-                         "(step-and-shoot) beams only")
+                         "and DYNAMIC beams only")
     points = item.ControlPointSequence
-    if len(points) % 2:
-        raise InputError(f"{path}: {where} has {len(points)} control points, not pairs")
     first = points[0]
     beam = Beam(gantry_deg=float(first.GantryAngle),
                 collimator_deg=float(first.BeamLimitingDeviceAngle),
                 couch_deg=float(first.PatientSupportAngle),
                 isocenter_xyz_mm=tuple(float(v) for v in first.IsocenterPosition))
     final = float(item.get("FinalCumulativeMetersetWeight", 1.0))
+    intervals = beam_on_intervals(item, f"{path}: {where}")
+    if not intervals:
+        raise InputError(f"{path}: {where}: the cumulative meterset weight never increases (no "
+                         "segment)")
     segments = []
-    states = _device_states(points)
-    for k in range(0, len(points), 2):
-        start, stop = points[k], points[k + 1]
-        label = f"{where} control points {k}-{k + 1}"
-        devices = _device_values(states[k], path, label)
-        after = _device_values(states[k + 1], path, label)
-        if any(not np.allclose(devices[key], after[key]) for key in devices):
-            raise InputError(f"{path}: {label}: collimator moves while the beam is on "
-                             "(not step-and-shoot)")
-        weight = float(stop.CumulativeMetersetWeight) - float(start.CumulativeMetersetWeight)
+    for k, increase, state in intervals:
+        devices = _device_values(state, path, f"{where} control points {k}-{k + 1}")
         mlc = devices["MLCX"]
         segments.append(Segment(jaw_x_mm=tuple(devices["ASYMX"]), jaw_y_mm=tuple(devices["ASYMY"]),
                                 leaf_positions_mm=np.stack([mlc[:mlc.size // 2],
                                                             mlc[mlc.size // 2:]], axis=1),
-                                mu=meterset * weight / final))
+                                mu=meterset * increase / final))
     return PlanBeam(name, beam, tuple(segments), beam_dose)
 
 
 def read_rt_plan(path: str | Path) -> RtPlan:
-    """Read a step-and-shoot RT Plan (as written by :func:`write_rt_plan`).
+    """Read a step-and-shoot RT Plan (as written by :func:`write_rt_plan`, or BeamType DYNAMIC).
 
-    Segment MU are the beam meterset times each control-point pair's share of the cumulative
+    Each interval of control points with a weight increase (:func:`beam_on_intervals`) is one
+    segment; its MU are the beam meterset times the interval's share of the final cumulative
     meterset weight.
 
     Parameters
@@ -438,8 +517,9 @@ def read_rt_plan(path: str | Path) -> RtPlan:
     Raises
     ------
     InputError
-        ``"<path>: ..."`` when the file is not a readable RT Plan of static beams with jaw and
-        MLCX positions in force for every segment (given in the segment's control point or
+        ``"<path>: ..."`` when the file is not a readable RT Plan of step-and-shoot beams
+        (STATIC or DYNAMIC, no collimator moving while the meterset weight increases) with jaw
+        and MLCX positions in force for every segment (given in the segment's control point or
         carried forward from an earlier one).
     """
     path = Path(path)

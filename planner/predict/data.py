@@ -181,6 +181,8 @@ def load_case(path: Path) -> Case:
 
 #: ROI names swapped by a left-right mirror image.
 _MIRROR = {"LeftParotid": "RightParotid", "RightParotid": "LeftParotid"}
+#: Input channels of the mirror image, in the order of :data:`CHANNELS`.
+MIRRORED_CHANNELS = tuple(CHANNELS.index(_MIRROR.get(c, c)) for c in CHANNELS)
 
 
 def augment(case: Case, rng: np.random.Generator, crop: int | None) -> Case:

@@ -25,7 +25,7 @@ from planner.io._atomic import write_file_atomic
 from planner.io.openkbp import OAR_NAMES, OPENKBP_SHAPE
 from planner.patient import Patient
 from planner.protocol import map_structures, read_protocol
-from planner.predict.data import encode_inputs
+from planner.predict.data import MIRRORED_CHANNELS, encode_inputs
 from planner.predict.model import DoseUNet
 
 DEFAULT_MODEL = (Path(__file__).resolve().parent.parent.parent / "data" / "models"
@@ -83,15 +83,26 @@ def load_model(path: Path | None = None, device: torch.device | str = "cpu") -> 
     return model.to(device).eval()
 
 
-def predict_inputs(model: DoseUNet, inputs: np.ndarray | torch.Tensor) -> torch.Tensor:
+def predict_inputs(model: DoseUNet, inputs: np.ndarray | torch.Tensor, *,
+                   mirror_average: bool = True) -> torch.Tensor:
     """Dose (Gy, >= 0) on the network grid from encoded inputs ``(9, D, H, W)``.
+
+    With ``mirror_average`` the prediction is the mean of the network's dose for the patient and
+    for its left-right mirror image (parotids swapped, as in training), mirrored back: the
+    OpenKBP beam arrangement is mirror-symmetric, so both are estimates of the same dose and
+    their mean has less error (epoch-36 model on the 15 validation patients: dose score 3.73 ->
+    3.69 Gy, DVH score 2.38 -> 2.25 Gy) at twice the cost.
 
     Returns a ``(D, H, W)`` float32 tensor on the model's device.
     """
     device = next(model.parameters()).device
     x = torch.as_tensor(inputs, dtype=torch.float32, device=device)[None]
     with torch.inference_mode():
-        return model(x)[0, 0].clamp_min(0.0)
+        dose = model(x)[0, 0]
+        if mirror_average:
+            mirrored = x[:, list(MIRRORED_CHANNELS)].flip(-1)
+            dose = 0.5 * (dose + model(mirrored)[0, 0].flip(-1))
+        return dose.clamp_min(0.0)
 
 
 def openkbp_organs(patient: Patient) -> dict[str, str]:

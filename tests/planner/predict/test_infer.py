@@ -17,13 +17,14 @@ from planner.errors import InputError
 from planner.io.openkbp import read_openkbp_patient
 from planner.patient import Patient, Prescription, Structure
 from planner.phantoms import cshape_phantom
-from planner.predict.data import CHANNELS
+from planner.predict.data import CHANNELS, MIRRORED_CHANNELS
 from planner.predict.infer import (
     DEFAULT_MODEL,
     load_model,
     network_grid,
     openkbp_organs,
     predict_dose,
+    predict_inputs,
     resample,
     save_model,
     unsupported_reason,
@@ -133,3 +134,23 @@ def test_shipped_model_matches_its_card():
     assert card["sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
     assert DEFAULT_MODEL.stat().st_size <= 30e6
     assert load_model(DEFAULT_MODEL).config() == card["config"]
+
+
+def test_mirror_average_is_mirror_symmetric():
+    """Averaged over the mirror image, the prediction for a mirrored patient (flipped, parotids
+    swapped) is the mirrored prediction, to float rounding; a single pass of an untrained
+    network is not. The average is that of the two raw passes, then clipped at 0 Gy."""
+    model = _tiny_model()
+    x = torch.rand(len(CHANNELS), 32, 32, 32)
+    left, right = CHANNELS.index("LeftParotid"), CHANNELS.index("RightParotid")
+    swap = [right if c == left else left if c == right else c for c in range(len(CHANNELS))]
+    assert list(MIRRORED_CHANNELS) == swap
+    mirrored = x.flip(-1)[swap]
+    averaged = predict_inputs(model, x)
+    assert torch.allclose(predict_inputs(model, mirrored), averaged.flip(-1), atol=1e-6)
+    single = predict_inputs(model, x, mirror_average=False)
+    assert not torch.allclose(predict_inputs(model, mirrored, mirror_average=False).flip(-1),
+                              single, atol=1e-4)
+    with torch.no_grad():
+        raw = 0.5 * (model(x[None])[0, 0] + model(mirrored[None])[0, 0].flip(-1))
+    assert torch.allclose(averaged, raw.clamp_min(0.0), atol=1e-6)

@@ -17,16 +17,30 @@ from pathlib import Path
 
 import numpy as np
 
-from dose.beam_model import load_beam_model
-from dose.beams import beamlets_covering, equispaced_beams
-from dose.dij import compute_dij
+from dose.beam_model import BeamModel, load_beam_model
+from dose.beams import BeamSet, beamlets_covering, equispaced_beams
+from dose.dij import DoseInfluence, compute_dij
 from optim.autoplan import evaluate_goals
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
 from planner.optimize import fluence_problem, optimise_patient
+from planner.patient import Patient
 from planner.protocol import read_protocol
 
 VALIDATION = (Path(__file__).resolve().parent.parent.parent / "shared" / "openkbp"
               / "provided-data" / "validation-pats")
+
+
+def openkbp_dij(patient: Patient, model: BeamModel) -> tuple[BeamSet, DoseInfluence]:
+    """9 fields at 0, 40, ..., 320 deg aimed at the PTVs' centroid, 5 mm beamlets covering them,
+    and their Dij on the patient's own grid over the possible-dose mask."""
+    targets = np.zeros(patient.grid.shape, dtype=bool)
+    for s in patient.targets():
+        targets |= s.mask
+    centre_zyx = patient.grid.index_to_position_mm(np.argwhere(targets)).mean(axis=0)
+    beamset = beamlets_covering(equispaced_beams(9, tuple(centre_zyx[::-1])), targets,
+                                patient.grid, beamlet_size_mm=5.0)
+    return beamset, compute_dij(patient.density, patient.grid, patient.grid, beamset, model,
+                                dose_mask=patient.possible_dose_mask)
 
 
 def main() -> None:
@@ -42,15 +56,8 @@ def main() -> None:
     for folder in folders:
         patient = read_openkbp_patient(folder)
         reference = read_openkbp_dose(folder)
-        targets = np.zeros(patient.grid.shape, dtype=bool)
-        for s in patient.targets():
-            targets |= s.mask
-        centre_zyx = patient.grid.index_to_position_mm(np.argwhere(targets)).mean(axis=0)
-        beamset = beamlets_covering(equispaced_beams(9, tuple(centre_zyx[::-1])), targets,
-                                    patient.grid, beamlet_size_mm=5.0)
         start = time.perf_counter()
-        dij = compute_dij(patient.density, patient.grid, patient.grid, beamset, model,
-                          dose_mask=patient.possible_dose_mask)
+        beamset, dij = openkbp_dij(patient, model)
         dij_s = time.perf_counter() - start
         plan = optimise_patient(patient, dij.matrix, protocol, time_limit_s=args.time_limit)
         goals = fluence_problem(patient, protocol).goals

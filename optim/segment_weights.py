@@ -19,6 +19,7 @@ import scipy.sparse
 
 from optim._xp import array_module
 from optim.fluence import FluenceResult, Objective, optimise_fluence
+from optim.objectives import LinearCost
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,22 @@ def _scaled_columns(S: Any) -> tuple[Any, np.ndarray]:
 
 
 def _solve(S: Any, objectives: Sequence[Objective], w0: np.ndarray, max_iter: int,
-           rel_tol: float) -> FluenceResult:
-    """:func:`optimise_fluence` over ``w >= 0`` in column-scaled variables, ``x`` back in MU."""
+           rel_tol: float, mu_weight: float) -> FluenceResult:
+    """:func:`optimise_fluence` over ``w >= 0`` in column-scaled variables, ``x`` back in MU;
+    ``mu_weight * sum(w)`` added (in the scaled variables ``v = w * norms``: cost ``1 / norms``)."""
     scaled, norms = _scaled_columns(S)
-    result = optimise_fluence(scaled, objectives, w0 * norms, max_iter=max_iter, rel_tol=rel_tol)
+    regularisers = []
+    if mu_weight > 0:
+        xp = array_module(S)
+        regularisers.append(LinearCost(xp.asarray(1.0 / norms, dtype=S.dtype), mu_weight))
+    result = optimise_fluence(scaled, objectives, w0 * norms, regularisers=regularisers,
+                              max_iter=max_iter, rel_tol=rel_tol)
     return dataclasses.replace(result, x=result.x / norms)
 
 
 def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.ndarray, *,
-                             min_weight: float = 0.0, max_iter: int = 200,
-                             rel_tol: float = 1e-5) -> FluenceResult:
+                             min_weight: float = 0.0, mu_weight: float = 0.0,
+                             max_iter: int = 200, rel_tol: float = 1e-5) -> FluenceResult:
     """Segment MU minimising the objectives, each segment either 0 or at least ``min_weight``.
 
     The constraint "0 or >= min_weight" is not convex; it is met in two L-BFGS-B passes of
@@ -90,6 +97,11 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
         Starting weights (the sequencer's weights converted to MU).
     min_weight : float, MU
         Minimum MU of a segment that is delivered.
+    mu_weight : float, objective units per MU
+        Price of the plan's MU: ``mu_weight * sum(w)`` (:class:`optim.objectives.LinearCost`) is
+        added to the objectives, so MU are given up where the dose objectives gain less than
+        the price (segments that add modulation, not dose); 0 (default) leaves them out. In
+        the second pass it prices the MU above the minimum (the minimum's are fixed there).
     max_iter : int
         Maximum L-BFGS-B iterations per pass.
     rel_tol : float
@@ -99,9 +111,10 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
     -------
     FluenceResult
         ``x`` the segment MU ``(n_segments,)``: each 0 or ``>= min_weight``; ``value`` the
-        objective at ``x``; iterations, evaluations and history of both passes together.
+        objective at ``x`` (with the MU price of the last pass); iterations, evaluations and
+        history of both passes together.
     """
-    first = _solve(S, objectives, np.asarray(w0, dtype=np.float64), max_iter, rel_tol)
+    first = _solve(S, objectives, np.asarray(w0, dtype=np.float64), max_iter, rel_tol, mu_weight)
     if min_weight <= 0:
         return first
     keep = first.x >= min_weight / 2
@@ -112,7 +125,7 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
     S_kept = S[:, xp.asarray(kept)]
     offset = S_kept @ xp.full(kept.size, min_weight, dtype=S.dtype)
     second = _solve(S_kept, [_Offset(o, offset) for o in objectives],
-                    np.clip(first.x[kept] - min_weight, 0.0, None), max_iter, rel_tol)
+                    np.clip(first.x[kept] - min_weight, 0.0, None), max_iter, rel_tol, mu_weight)
     weights = np.zeros_like(first.x)
     weights[kept] = second.x + min_weight
     return FluenceResult(

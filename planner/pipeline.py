@@ -19,7 +19,8 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
    the dose engine on the apertures, not the beamlets, on the voxels of
    :func:`segment_weight_voxels`), 9. **segment weights** (:func:`optim.optimise_segment_weights`,
-   following the fluence plan's dose so that the deliverable plan recovers its quality),
+   following the fluence plan's dose so that the deliverable plan recovers its quality, with a
+   small price on MU so that MU which buy no dose the objectives care about are dropped),
    10. **final dose** of the weighted segments (:func:`dose.segment_dose`, every voxel),
 11. **export** of RT Plan + RT Dose (+ CT and RTSTRUCT when the patient did not come from DICOM)
    and the **report**, with ``summary.json`` and ``plan.log`` beside them.
@@ -96,6 +97,14 @@ SEQUENCING_LEVELS = 10
 TARGET_MIMIC_WEIGHT, ORGAN_MIMIC_WEIGHT, BODY_MIMIC_WEIGHT = 10.0, 3.0, 1.0
 TARGET_UNDERDOSE_FACTOR = 4.0
 SEGMENT_WEIGHT_ITERATIONS = 500
+#: Price of one MU in the segment-weight problem (``optim.optimise_segment_weights``'
+#: ``mu_weight``), per Gy of the highest prescription: the objectives grow with the square of the
+#: dose level and the MU with the dose level, so a price proportional to the prescription makes
+#: the same trade-off at any dose. Measured on TG-119 (50 Gy, price 3e-3 per MU; benchmarks/
+#: bench_plan.py): 867 -> 777 MU per fraction (4.33 -> 3.88 MU/cGy), 113 -> 99 segments, PTV D95
+#: 50.25 -> 50.21 Gy, D99 47.6 -> 48.0 Gy, core D10 23.47 -> 23.44 Gy; twice that price still kept
+#: the goals on the segment-weight voxels, with D95 within 0.1 Gy of its limit.
+SEGMENT_MU_PRICE_PER_GY = 6e-5
 #: The segment-weight problem sees every target and organ voxel and every 2nd voxel along each
 #: axis of the rest of the body (1/8: the over-dose there only shapes the fall-off, as the
 #: optimiser's normal-tissue ring does), and its segment doses use 2 mm fluence pixels: together
@@ -623,7 +632,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     targets = [mapping.mapping[p.target] for p in protocol.prescriptions
                if p.target in mapping.mapping]
     fractions = protocol.prescriptions[0].fractions
-    fraction_dose_cgy = 100.0 * max(p.dose_gy for p in protocol.prescriptions) / fractions
+    rx_max_gy = max(p.dose_gy for p in protocol.prescriptions)
+    fraction_dose_cgy = 100.0 * rx_max_gy / fractions
     dose_grid = dose_grid_for(patient, dose_grid_mm)
     dose_patient = resample_patient(patient, dose_grid)
     step("dose grid", f"{dose_grid.shape} at {dose_grid_mm:g} mm")
@@ -692,6 +702,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                                            fluence.dose_gy, xp=xp)
     w0 = np.array([seg.mu for segs in per_field for seg in segs])
     weights = optimise_segment_weights(S, objectives, w0, min_weight=min_weight,
+                                       mu_weight=SEGMENT_MU_PRICE_PER_GY * rx_max_gy,
                                        max_iter=SEGMENT_WEIGHT_ITERATIONS)
     step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
                             f"{int(np.count_nonzero(weights.x))} of {w0.size} segments kept")
@@ -739,7 +750,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                      "min_mu_per_segment": MIN_MU_PER_SEGMENT},
         "mu": {"total_per_fraction": round(total_mu, 2),
                "per_cgy": round(total_mu / fraction_dose_cgy, 3),
-               "least_per_fraction": round(sum(s.least_mu for s in sequences) / fractions, 2)},
+               "least_per_fraction": round(sum(s.least_mu for s in sequences) / fractions, 2),
+               # The segment-weight objective's price of one MU (over all fractions).
+               "price_in_segment_weights": SEGMENT_MU_PRICE_PER_GY * rx_max_gy},
         "versions": _versions(),
         "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",
                   "log": LOG_FILE},

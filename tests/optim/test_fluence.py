@@ -8,7 +8,8 @@ import scipy.sparse
 
 from optim.fluence import optimise_fluence
 from optim.objectives import (
-    DoseMimicking, FluenceSmoothness, MaxDVH, SquaredOverdose, SquaredUnderdose, neighbour_pairs,
+    DoseMimicking, FluenceSmoothness, FluenceVariation, MaxDVH, SquaredOverdose,
+    SquaredUnderdose, neighbour_pairs,
 )
 
 
@@ -110,3 +111,37 @@ def test_smoothness_regulariser_smooths():
                               max_iter=300, rel_tol=1e-9)
     variation = lambda x: np.abs(np.diff(x)).sum()  # noqa: E731
     assert variation(smooth.x) < 0.8 * variation(rough.x)
+
+
+def test_fluence_variation_lowers_the_sweep_mu_at_nearly_the_same_dose():
+    """The line phantom as one row of beamlets along the leaf travel: 2 Gy to the target, an
+    organ 2 mm away held below 0.5 Gy, the rest of the line below 0 Gy. The optimum ripples
+    (0.35, 1.32, 0.86, 1.06, ...); a unidirectional sweep delivers a row with MU equal to the
+    sum of its rises from 0 and back (Bortfeld et al. 1994), computed here from the weights.
+    The total variation over neighbouring beamlets flattens the ripples: measured MU 1.87 ->
+    1.42 (-24 %) while the dose objective rises 0.9 % and the target's minimum and maximum dose
+    move by about 0.01 Gy. Checked: MU at least 15 % lower, objective within 2 %, target
+    minimum and maximum within 0.02 Gy (1 % of 2 Gy)."""
+    dense, target, organ = line_phantom()
+    rest = np.setdiff1d(np.arange(dense.shape[0]), np.concatenate([target, organ]))
+    objectives = [SquaredUnderdose(target, 2.0, 100.0), SquaredOverdose(target, 2.0, 100.0),
+                  SquaredOverdose(organ, 0.5, 10.0), SquaredOverdose(rest, 0.0, 1.0)]
+    n = dense.shape[1]
+    pairs = np.column_stack([np.arange(n - 1), np.arange(1, n)])
+    D = scipy.sparse.csr_matrix(dense)
+
+    def sweep_mu(x):
+        return float(np.clip(np.diff(np.concatenate([[0.0], x, [0.0]])), 0.0, None).sum())
+
+    def value(x):
+        return sum(o.value(dense @ x) for o in objectives)
+
+    # Run to convergence (rel_tol 0) so both are optima, not where an early stop left them.
+    free = optimise_fluence(D, objectives, np.zeros(n), max_iter=2000, rel_tol=0.0).x
+    tv = optimise_fluence(D, objectives, np.zeros(n), max_iter=2000, rel_tol=0.0,
+                          regularisers=[FluenceVariation(pairs, 1.0, 0.01)]).x
+    assert sweep_mu(tv) <= 0.85 * sweep_mu(free)
+    assert value(free) <= value(tv) <= 1.02 * value(free)
+    for reduce in (np.min, np.max):
+        assert reduce((dense @ tv)[target]) == pytest.approx(reduce((dense @ free)[target]),
+                                                             abs=0.02)

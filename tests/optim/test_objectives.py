@@ -10,8 +10,8 @@ from scipy.optimize import check_grad
 
 from optim import dvh
 from optim.objectives import (
-    GEUD, DoseFalloff, DoseMimicking, FluenceSmoothness, MaxDose, MaxDVH, MeanDose, MinDose,
-    MinDVH, SquaredOverdose, SquaredUnderdose, falloff_limit_gy, neighbour_pairs,
+    GEUD, DoseFalloff, DoseMimicking, FluenceSmoothness, FluenceVariation, LinearCost, MaxDose, MaxDVH, MeanDose,
+    MinDose, MinDVH, SquaredOverdose, SquaredUnderdose, falloff_limit_gy, neighbour_pairs,
     resolve_overlaps,
 )
 
@@ -138,6 +138,42 @@ def test_fluence_smoothness_gradient_and_value(xp):
         return _host(reg.gradient(xp.asarray(v)))
 
     err = check_grad(lambda v: reg.value(xp.asarray(v)), grad, x, epsilon=1e-7)
+    assert err <= 1e-5 * np.linalg.norm(grad(x))
+
+
+def test_fluence_variation_gradient_and_value(xp):
+    pairs = np.array([[0, 1], [1, 2], [2, 3], [4, 5]])
+    x = np.array([1.0, 4.0, 4.0, 0.0, 3.0, 3.0])
+    # Without smoothing it is the mean absolute difference: 2 * (3 + 0 + 4 + 0) / 4 = 3.5.
+    sharp = FluenceVariation(xp.asarray(pairs), 2.0, smoothing=1e-9)
+    assert sharp.value(xp.asarray(x)) == pytest.approx(3.5, rel=1e-9)
+    # With smoothing s: sqrt(d^2 + s^2) - s, here s = 4: (5 - 4) + 0 + (sqrt(32) - 4) + 0.
+    smooth = FluenceVariation(xp.asarray(pairs), 2.0, smoothing=4.0)
+    assert smooth.value(xp.asarray(x)) == pytest.approx(2.0 * (1.0 + np.sqrt(32.0) - 4.0) / 4,
+                                                        rel=1e-12)
+    assert smooth.value(xp.full(6, 5.0)) == 0.0
+
+    def grad(v):
+        return _host(smooth.gradient(xp.asarray(v)))
+
+    err = check_grad(lambda v: smooth.value(xp.asarray(v)), grad, x, epsilon=1e-7)
+    assert err <= 1e-5 * np.linalg.norm(grad(x))
+
+
+def test_linear_cost_gradient_and_value(xp):
+    costs = np.array([1.0, 0.5, 2.0, 0.25])
+    cost = LinearCost(xp.asarray(costs), 3.0)
+    x = np.array([2.0, 4.0, 1.0, 8.0])
+    # 3 * (2 + 2 + 2 + 2) by hand
+    assert cost.value(xp.asarray(x)) == pytest.approx(24.0, rel=1e-12)
+    assert cost.value(xp.zeros(4)) == 0.0
+
+    def grad(v):
+        return _host(cost.gradient(xp.asarray(v)))
+
+    np.testing.assert_array_equal(grad(x), 3.0 * costs)
+    # Linear: forward differences are exact up to rounding (values ~1e1, step 1e-7).
+    err = check_grad(lambda v: cost.value(xp.asarray(v)), grad, x, epsilon=1e-7)
     assert err <= 1e-5 * np.linalg.norm(grad(x))
 
 

@@ -58,8 +58,7 @@ from dose.grid import Grid
 from dose.machine import Machine
 from dose.segments import MIN_DOSE_DENSITY_G_CM3
 from optim import (DoseMimicking, FluenceSmoothness, FluenceVariation, neighbour_pairs,
-                   optimise_segment_weights,
-                   sequence_leaves)
+                   optimise_segment_weights, sequence_leaves)
 from optim.fluence import Progress
 from planner.errors import InputError, PlannerError
 from planner.io import load_patient
@@ -95,6 +94,9 @@ SMOOTHNESS_WEIGHT = 0.005
 #: hard goals kept at the full weights (PTV D95 50.22 Gy, D10 54.24 Gy, core D10 23.44 -> 22.93
 #: Gy), PTV D99 48.0 -> 47.5 Gy and D2 55.5 -> 56.2 Gy. Weight 2 next to the full smoothness
 #: 0.01 failed the hard goals, so autoplan lowered both regularisers (1/4) and the MU rose.
+#: OpenKBP pt_242 (70 Gy): its PTV D99 goals fail at any regulariser weight, so autoplan ends
+#: without regularisers, but they shape the coverage fluence it restarts from: 884 -> 817 MU
+#: (4.42 -> 4.08 MU/cGy), PTV70 D99 64.33 -> 64.26 Gy, PTV56 D99 44.55 -> 44.10 Gy.
 LEAF_VARIATION_WEIGHT_PER_GY = 0.08
 LEAF_VARIATION_SMOOTHING_MU_PER_GY = 0.1
 #: Least MU a delivered segment carries, per fraction: a common floor for step-and-shoot
@@ -115,8 +117,11 @@ SEGMENT_WEIGHT_ITERATIONS = 500
 #: dose level and the MU with the dose level, so a price proportional to the prescription makes
 #: the same trade-off at any dose. Measured on TG-119 (50 Gy, price 3e-3 per MU; benchmarks/
 #: bench_plan.py): 867 -> 777 MU per fraction (4.33 -> 3.88 MU/cGy), 113 -> 99 segments, PTV D95
-#: 50.25 -> 50.21 Gy, D99 47.6 -> 48.0 Gy, core D10 23.47 -> 23.44 Gy; twice that price still kept
-#: the goals on the segment-weight voxels, with D95 within 0.1 Gy of its limit.
+#: 50.25 -> 50.21 Gy, D99 47.6 -> 48.0 Gy, core D10 23.47 -> 23.44 Gy; OpenKBP pt_242 (70 Gy,
+#: 4.2e-3 per MU): 1035 -> 884 MU (5.18 -> 4.42 MU/cGy), PTV70 D99/D95 64.47/66.05 -> 64.33/
+#: 65.87 Gy, PTV56 44.55/53.35 -> 44.55/53.23 Gy, organs within 0.05 Gy or lower. Twice the
+#: price still kept the TG-119 goals on the segment-weight voxels (that step re-run alone), D95
+#: within 0.1 Gy of 50.
 SEGMENT_MU_PRICE_PER_GY = 6e-5
 #: The segment-weight problem sees every target and organ voxel and every 2nd voxel along each
 #: axis of the rest of the body (1/8: the over-dose there only shapes the fall-off, as the

@@ -115,9 +115,9 @@ def test_smoothness_regulariser_smooths():
 
 def test_fluence_variation_lowers_the_sweep_mu_at_nearly_the_same_dose():
     """The line phantom as one row of beamlets along the leaf travel: 2 Gy to the target, an
-    organ 2 mm away held below 0.5 Gy, the rest of the line below 0 Gy. The optimum ripples
-    (0.35, 1.32, 0.86, 1.06, ...); a unidirectional sweep delivers a row with MU equal to the
-    sum of its rises from 0 and back (Bortfeld et al. 1994), computed here from the weights.
+    organ 2 mm away held below 0.5 Gy, any dose on the rest of the line penalised. The optimum
+    ripples (0.35, 1.32, 0.86, 1.06, ...); a unidirectional sweep delivers a row with MU equal
+    to the sum of its rises from 0 and back (Bortfeld et al. 1994), computed from the weights.
     The total variation over neighbouring beamlets flattens the ripples: measured MU 1.87 ->
     1.42 (-24 %) while the dose objective rises 0.9 % and the target's minimum and maximum dose
     move by about 0.01 Gy. Checked: MU at least 15 % lower, objective within 2 %, target

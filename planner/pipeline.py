@@ -14,8 +14,8 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    the targets, with the beamlets covering the targets' projection.
 4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (:func:`planner.predict.seed.seed_optimiser`;
    unseeded with a note where the network does not apply), 6. **optimisation** of the fluence
-   (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser and the
-   total variation along the leaf travel (fewer segments and MU for the same goals),
+   (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser (fewer
+   segments and MU for the same goals),
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
    the dose engine on the apertures, not the beamlets, on the voxels of
    :func:`segment_weight_voxels`), 9. **segment weights** (:func:`optim.optimise_segment_weights`,
@@ -57,8 +57,8 @@ from dose.beams import BeamSet
 from dose.grid import Grid
 from dose.machine import Machine
 from dose.segments import MIN_DOSE_DENSITY_G_CM3
-from optim import (DoseMimicking, FluenceSmoothness, FluenceVariation, neighbour_pairs,
-                   optimise_segment_weights, sequence_leaves)
+from optim import (DoseMimicking, FluenceSmoothness, neighbour_pairs, optimise_segment_weights,
+                   sequence_leaves)
 from optim.fluence import Progress
 from planner.errors import InputError, PlannerError
 from planner.io import load_patient
@@ -82,23 +82,16 @@ LOG_FILE = "plan.log"
 #: fractions). On TG-119 (9 fields, 5 mm beamlets) 0.01 brought the deliverable plan from 7.6 to
 #: about 4.7 MU/cGy with the PTV goals kept (sequencing engineer's measurement, issue 5). Both the
 #: dose objectives and this term scale with the square of the dose level, so the weight holds for
-#: other prescriptions. Halved to 0.005 beside the leaf-travel variation below (issue 5: at 0.02
-#: alone the hard goals failed, autoplan cut it to 1/16 and TG-119 rose to 5.3 MU/cGy).
-SMOOTHNESS_WEIGHT = 0.005
-#: Total variation of the fluence along the leaf travel (:func:`leaf_variation_regulariser`),
-#: which prices the MU a sweep needs (``optim.FluenceVariation``), with half the smoothness
-#: above beside it. Weight and smoothing per Gy of the highest prescription: the variation grows
-#: with the dose level and the dose objectives with its square. Measured on TG-119 (50 Gy:
-#: weight 4, smoothing 5 MU, with the segment-weight MU price; benchmarks/bench_plan.py):
-#: 777 -> 715 MU per fraction (3.88 -> 3.57 MU/cGy), the fluence plan's least MU 911 -> 805,
-#: hard goals kept at the full weights (PTV D95 50.22 Gy, D10 54.24 Gy, core D10 23.44 -> 22.93
-#: Gy), PTV D99 48.0 -> 47.5 Gy and D2 55.5 -> 56.2 Gy. Weight 2 next to the full smoothness
-#: 0.01 failed the hard goals, so autoplan lowered both regularisers (1/4) and the MU rose.
-#: OpenKBP pt_242 (70 Gy): its PTV D99 goals fail at any regulariser weight, so autoplan ends
-#: without regularisers, but they shape the coverage fluence it restarts from: 884 -> 817 MU
-#: (4.42 -> 4.08 MU/cGy), PTV70 D99 64.33 -> 64.26 Gy, PTV56 D99 44.55 -> 44.10 Gy.
-LEAF_VARIATION_WEIGHT_PER_GY = 0.08
-LEAF_VARIATION_SMOOTHING_MU_PER_GY = 0.1
+#: other prescriptions. Measured in issue 5 (benchmarks/bench_plan.py, with the segment-weight
+#: MU price below; MU/cGy of TG-119 / OpenKBP pt_242 / the example C-shape): 0.01 alone 3.88 /
+#: 4.42 / 3.81; 0.02 alone (without the price) failed the TG-119 hard goals at full weight,
+#: autoplan cut it to 1/16 and TG-119 rose to 5.30; 0.005 with ``optim.FluenceVariation`` along
+#: the leaf travel (0.08 per Gy of prescription) 3.57 / 4.08 / 4.43 (the example relaxed to
+#: 1/16), at 0.04 per Gy 4.02 / 4.22 / 3.60 (pt_242 turned to another trade-off: PTV56 D99 met,
+#: parotid means 30 and 53 Gy instead of 8 and 30). Every fluence regulariser goes through
+#: autoplan's halving when a hard goal fails, which makes its effect on MU jump; none beat 0.01
+#: alone on all three, so it stays.
+SMOOTHNESS_WEIGHT = 0.01
 #: Least MU a delivered segment carries, per fraction: a common floor for step-and-shoot
 #: segments (small segments deliver their MU less accurately); the machine file has no such field.
 MIN_MU_PER_SEGMENT = 2.0
@@ -341,18 +334,6 @@ def smoothness_regulariser(beamset: BeamSet, weight: float = SMOOTHNESS_WEIGHT
     """:class:`optim.FluenceSmoothness` over neighbouring beamlets of each beam."""
     row, col = _beamlet_lattice(beamset, np.arange(beamset.n_beamlets))
     return FluenceSmoothness(neighbour_pairs(beamset.beam_index, row, col), weight)
-
-
-def leaf_variation_regulariser(beamset: BeamSet, rx_gy: float) -> FluenceVariation:
-    """:class:`optim.FluenceVariation` over neighbouring beamlets of the same leaf row of each
-    beam (along the leaf travel, where the sweep's MU come from), for a highest prescription of
-    ``rx_gy`` (Gy): weight ``LEAF_VARIATION_WEIGHT_PER_GY * rx_gy``, smoothing
-    ``LEAF_VARIATION_SMOOTHING_MU_PER_GY * rx_gy`` (beamlet weights in MU over all fractions)."""
-    row, col = _beamlet_lattice(beamset, np.arange(beamset.n_beamlets))
-    pairs = neighbour_pairs(beamset.beam_index, row, col)
-    along = pairs[row[pairs[:, 0]] == row[pairs[:, 1]]]
-    return FluenceVariation(along, LEAF_VARIATION_WEIGHT_PER_GY * rx_gy,
-                            LEAF_VARIATION_SMOOTHING_MU_PER_GY * rx_gy)
 
 
 def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_weight: float,
@@ -698,8 +679,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                      f"{p.elapsed_s:.1f} s", True)
 
     fluence = optimise_patient(dose_patient, D, protocol,
-                               regularisers=[smoothness_regulariser(beamset),
-                                             leaf_variation_regulariser(beamset, rx_max_gy)],
+                               regularisers=[smoothness_regulariser(beamset)],
                                extra_objectives=seed.objectives, x0=seed.x0,
                                time_limit_s=time_limit_s, progress=on_iteration)
     result = fluence.result
@@ -770,8 +750,6 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         "optimisation": {"iterations": result.iterations, "stopped_by": result.stopped_by,
                          # As used in the end: lowered where the hard goals needed it.
                          "smoothness_weight": SMOOTHNESS_WEIGHT * result.regulariser_scale,
-                         "leaf_variation_weight": round(LEAF_VARIATION_WEIGHT_PER_GY * rx_max_gy
-                                                        * result.regulariser_scale, 6),
                          "steps": [dataclasses.asdict(s) for s in result.steps]},
         "goals": {"fluence": _goal_rows(goals_fluence), "plan": _goal_rows(goals_plan)},
         "beams": [{"name": b.name, "gantry_deg": b.beam.gantry_deg, "segments": len(b.segments),

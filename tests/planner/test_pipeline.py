@@ -26,9 +26,7 @@ from planner.phantoms import cshape_phantom
 from planner.errors import InputError, PlannerError
 from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
                               ProtocolConflictError, default_protocol, dose_calculation_mask,
-                              LEAF_VARIATION_WEIGHT_PER_GY, dose_grid_for,
-                              leaf_variation_regulariser, plan_patient, resample_patient,
-                              sequence_beams)
+                              dose_grid_for, plan_patient, resample_patient, sequence_beams)
 from planner.review.dvh import resample_dose
 from planner.protocol import read_protocol
 from planner.review.goals import evaluate_protocol
@@ -119,25 +117,6 @@ def test_sequence_beams_delivers_the_fluence_on_the_beamlet_squares():
     # Engel's bound: the largest sum of rises along a row, here the last row's ramp top.
     assert beam.least_mu == pytest.approx(x.reshape(6, 8)[:, -1].max())
     assert (beam.beam, beam.part, beam.parts) == (0, 0, 1) and beam.name(40.0) == "G040"
-
-
-def test_leaf_variation_pairs_run_along_the_leaf_travel_of_each_beam():
-    """Two beams of 3 leaf rows x 4 beamlets: the regulariser's pairs are the 2 x 3 x 3
-    neighbours within a row (u, the leaf travel), none across rows or beams, so its value is the
-    rows' total variation along u (checked by hand on random weights), scaled for the dose."""
-    rows, cols = np.meshgrid(np.arange(3), np.arange(4), indexing="ij")
-    h = 5.0
-    u = np.tile((cols.ravel() + 0.5) * h, 2)
-    v = np.tile((rows.ravel() + 0.5) * h, 2)
-    beams = tuple(Beam(g, 0.0, 0.0, (0.0, 0.0, 0.0)) for g in (0.0, 180.0))
-    beamset = BeamSet(beams, h, np.repeat([0, 1], 12), u, v)
-    reg = leaf_variation_regulariser(beamset, 50.0)
-    assert reg.weight == pytest.approx(LEAF_VARIATION_WEIGHT_PER_GY * 50.0)
-    assert reg.pairs.shape == (18, 2)
-    x = np.random.default_rng(0).uniform(0.0, 100.0, 24)
-    by_hand = np.abs(np.diff(x.reshape(2, 3, 4), axis=2)).sum()
-    sharp = dataclasses.replace(reg, smoothing=1e-9)
-    assert sharp.value(x) == pytest.approx(reg.weight * by_hand / 18, rel=1e-9)
 
 
 def test_sequence_beams_splits_a_beam_wider_than_the_leaf_span():

@@ -11,7 +11,9 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    goal: if the rounds run out with a hard goal unmet, the step is made again from the coverage
    fluence (the goal weights back where they started, not wound up against the regularisers)
    with the regularisers' weight halved before each round and none in the last; the factor
-   reached stays for step 3.
+   reached stays for step 3 if it met more hard goals than the full weight did, else the
+   regularised plan of the first attempt is kept (a goal missed either way is not worth a less
+   deliverable fluence).
 3. **Sparing** — soft goals join. Every organ goal (upper limit) is pushed below its achieved
    value, step by step, with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
@@ -387,11 +389,20 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                     insist(i, r, aims, weights)
         return x, achieved, aims, weights
 
+    def hard_met(results: tuple[GoalResult, ...]) -> int:
+        return sum(r.met for r in results if r.hard)
+
     x_coverage, achieved_coverage = x, achieved
     x, achieved, aims, weights = hard_goal_rounds(x, achieved, relax=False)
     if regularisers and not all(r.met for r in achieved if r.hard) and not out_of_time():
         # The goals outrank the regularisers: try again with the regularisers giving way.
+        firm = x, achieved, aims, weights
         x, achieved, aims, weights = hard_goal_rounds(x_coverage, achieved_coverage, relax=True)
+        if hard_met(achieved) <= hard_met(firm[1]):
+            # Giving way bought no hard goal: keep the smoother (more deliverable) plan.
+            x, achieved, aims, weights = firm
+            reg_scale = 1.0
+            notes.append("regularisers kept at their weight (giving way met no more hard goals)")
     unmet = [r.label for r in achieved if r.hard and not r.met]
     if unmet and not out_of_time():
         notes.append(f"hard goals unmet after {rounds_done} rounds: {', '.join(unmet)}")

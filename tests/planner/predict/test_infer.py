@@ -14,7 +14,7 @@ import torch
 
 from dose.grid import Grid
 from planner.errors import InputError
-from planner.io.openkbp import read_openkbp_patient
+from planner.io.openkbp import read_openkbp_case, read_openkbp_patient
 from planner.patient import Patient, Prescription, Structure
 from planner.phantoms import cshape_phantom
 from planner.predict.data import CHANNELS, MIRRORED_CHANNELS
@@ -29,6 +29,7 @@ from planner.predict.infer import (
     save_model,
     unsupported_reason,
 )
+from planner.predict.metrics import overall_scores, score_patient
 from planner.predict.model import DoseUNet
 
 
@@ -134,6 +135,27 @@ def test_shipped_model_matches_its_card():
     assert card["sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
     assert DEFAULT_MODEL.stat().st_size <= 30e6
     assert load_model(DEFAULT_MODEL).config() == card["config"]
+
+
+def test_shipped_model_predicts_validation_patients(openkbp_dir: Path):
+    """The shipped network on 3 OpenKBP validation patients, scored with the challenge's metrics
+    against their reference plans: a trained network's dose score (about 3.4 Gy over all 15,
+    see the card); an untrained one scores above 15 Gy. The bound leaves room for the spread
+    between patients."""
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"no shipped weights at {DEFAULT_MODEL}")
+    model = load_model(DEFAULT_MODEL)
+    scores = []
+    for folder in sorted((openkbp_dir / "validation-pats").iterdir())[:3]:
+        patient, reference = read_openkbp_case(folder, needed_for="the reference dose")
+        predicted = predict_dose(patient, model).dose_gy
+        scores.append(score_patient(folder.name, reference, predicted,
+                                    patient.possible_dose_mask,
+                                    {st.name: st.mask for st in patient.structures},
+                                    [st.name for st in patient.targets()],
+                                    patient.grid.voxel_volume_cc * 1e3))
+    dose_score, dvh_score = overall_scores(scores)
+    assert dose_score < 5.0 and dvh_score < 5.0, scores
 
 
 def test_mirror_average_is_mirror_symmetric():

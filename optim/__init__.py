@@ -34,11 +34,12 @@ from optim.objectives import (
     neighbour_pairs,
     resolve_overlaps,
 )
-from optim.segment_weights import optimise_segment_weights
+from optim.segment_weights import GoalRepair, optimise_segment_weights, restore_goals
 from optim.sequencing import LeafSequence, leaf_pair_fluence, sequence_leaves
 
 __all__ = [
     "AutoPlanResult",
+    "GoalRepair",
     "GoalResult",
     "NormalTissue",
     "PlanGoal",
@@ -71,6 +72,7 @@ __all__ = [
     "optimise_fluence",
     "optimise_segment_weights",
     "resolve_overlaps",
+    "restore_goals",
     "sequence_leaves",
     "volume_at_dose",
 ]

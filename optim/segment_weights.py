@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse
 
 from optim._xp import array_module
+from optim.autoplan import (AIM_INSIDE, GOAL_WEIGHT, HARD_GROWTH, GoalResult, PlanGoal,
+                            _goal_objective, evaluate_goals)
 from optim.fluence import FluenceResult, Objective, optimise_fluence
 from optim.objectives import LinearCost
 
@@ -133,3 +135,94 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
         evaluations=first.evaluations + second.evaluations,
         elapsed_s=first.elapsed_s + second.elapsed_s, stop_reason=second.stop_reason,
         history=first.history + second.history)
+
+
+@dataclass(frozen=True)
+class GoalRepair:
+    """Outcome of :func:`restore_goals`.
+
+    Attributes
+    ----------
+    result : FluenceResult
+        The segment weights kept: the repaired ones if they meet more of the goals than the
+        start did, else the start unchanged.
+    before, after : tuple of GoalResult
+        The goals on the start's and on ``result``'s dose (rows of ``S``), in the order given.
+    rounds : int
+        Re-optimisations made (0: every goal was met at the start).
+    """
+
+    result: FluenceResult
+    before: tuple[GoalResult, ...]
+    after: tuple[GoalResult, ...]
+    rounds: int
+
+
+def restore_goals(S: Any, objectives: Sequence[Objective], start: FluenceResult,
+                  goals: Sequence[PlanGoal], *, min_weight: float = 0.0, mu_weight: float = 0.0,
+                  rounds: int = 3, max_iter: int = 200, rel_tol: float = 1e-5) -> GoalRepair:
+    """Re-optimise segment weights until ``goals`` are met again, or the rounds run out.
+
+    Mimicking a fluence plan's dose penalises an organ's over-dose by its square, so a
+    maximum-dose goal that the fluence plan met with little margin can slip a little after
+    sequencing. Each round adds, for every goal unmet on ``S @ w``, the goal's own objective
+    (``MaxDVH`` / ``MinDVH`` / ``MeanDose`` at the goal, as the fluence optimiser's hard-goal
+    step builds it) to ``objectives`` and re-runs :func:`optimise_segment_weights` from the last
+    weights, with the same MU price and minimum. The objective aims ``AIM_INSIDE`` inside the
+    limit at weight ``GOAL_WEIGHT``; a goal still unmet gets ``HARD_GROWTH`` times the weight and
+    its aim moved by the shortfall.
+
+    Parameters
+    ----------
+    S : (n_voxels, n_segments) array or sparse matrix, Gy per MU
+        As for :func:`optimise_segment_weights`.
+    objectives : sequence of dose objectives
+        The segment-weight problem's own objectives (kept in every round).
+    start : FluenceResult
+        :func:`optimise_segment_weights`' result; ``start.x`` (n_segments,) MU.
+    goals : sequence of PlanGoal
+        Goals to hold, indexed on the rows of ``S`` (typically the hard goals the fluence plan
+        met).
+    min_weight, mu_weight, max_iter, rel_tol
+        As for :func:`optimise_segment_weights`.
+    rounds : int
+        Most re-optimisations.
+
+    Returns
+    -------
+    GoalRepair
+        The repaired weights only where they meet more of ``goals`` than ``start``.
+    """
+    xp = array_module(S)
+
+    def achieved(w: np.ndarray) -> tuple[GoalResult, ...]:
+        return evaluate_goals(S @ xp.asarray(w, dtype=S.dtype), goals)
+
+    def met(results: Sequence[GoalResult]) -> int:
+        return sum(r.met for r in results)
+
+    before = achieved(start.x)
+    best, best_goals, current, results = start, before, start, before
+    weights = [0.0] * len(goals)
+    aims = [g.limit * (1.0 - AIM_INSIDE) if g.bound == "max" else g.limit * (1.0 + AIM_INSIDE)
+            for g in goals]
+    done = 0
+    while done < rounds and met(results) < len(goals):
+        for i, r in enumerate(results):
+            if r.met:
+                continue
+            if weights[i] == 0.0:
+                weights[i] = GOAL_WEIGHT
+            else:  # still unmet with its objective on: insist, as the fluence optimiser does
+                weights[i] *= HARD_GROWTH
+                shift = -r.margin + AIM_INSIDE * abs(r.limit)
+                aims[i] = max(aims[i] - shift, 0.0) if goals[i].bound == "max" else aims[i] + shift
+        extra = [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
+        current = optimise_segment_weights(S, list(objectives) + extra, current.x,
+                                           min_weight=min_weight, mu_weight=mu_weight,
+                                           max_iter=max_iter, rel_tol=rel_tol)
+        results = achieved(current.x)
+        done += 1
+        if met(results) > met(best_goals):
+            best, best_goals = current, results
+    return GoalRepair(best, before, best_goals, done)

@@ -6,13 +6,16 @@ least-squares residual, so scipy.optimize.lsq_linear with the same bounds gives 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.optimize
 import scipy.sparse
 
-from optim.objectives import SquaredOverdose, SquaredUnderdose
-from optim.segment_weights import optimise_segment_weights
+from optim.autoplan import PlanGoal
+from optim.objectives import DoseMimicking, SquaredOverdose, SquaredUnderdose
+from optim.segment_weights import optimise_segment_weights, restore_goals
 
 # L-BFGS-B stops on a relative change of the objective; on these small well-conditioned problems
 # the weights then agree with the exact optimum to well under 1 % of a 1-5 MU weight.
@@ -162,3 +165,50 @@ def test_mu_weight_takes_the_cheapest_segments_for_the_same_dose():
     # The halves drop below half the 5 MU minimum and are removed; the open field carries all.
     np.testing.assert_allclose(priced.x, [200.0, 0.0, 0.0], atol=1.0)
     np.testing.assert_allclose(S @ priced.x, 2.0, rtol=0.005)
+
+
+def organ_beside_target():
+    """Segment A covers target voxels 0-4 and the organ (voxels 10-14) at 0.4 times the target's
+    dose; segment B covers target voxels 5-9 only. Gy per MU, about 1 cGy/MU."""
+    S = np.zeros((15, 2))
+    S[0:5, 0] = 0.01
+    S[10:15, 0] = 0.004
+    S[5:10, 1] = 0.01
+    target, organ = np.arange(10), np.arange(10, 15)
+    # The fluence plan gave the target 50 Gy and the organ 17.9 Gy, inside its 18 Gy limit.
+    objectives = [DoseMimicking(target, np.full(10, 50.0), 10.0, under=2.0, over=1.0),
+                  DoseMimicking(organ, np.full(5, 17.9), 3.0, under=0.0, over=1.0)]
+    cord = PlanGoal("organ Dmax <= 18 Gy", organ, "dose_at_volume", 0.0, "max", 18.0)
+    return S, objectives, cord
+
+
+def test_restore_goals_brings_a_lost_max_dose_back_inside_its_limit():
+    """Mimicking trades a little organ over-dose for target coverage: for segment A's target dose
+    d (Gy) the objective is 10 (50 - d)^2 (weight 10, under 2, half the 10 target voxels) plus
+    3 (0.4 d - 17.9)^2, least where 20 (50 - d) = 2.4 (0.4 d - 17.9): d = 1042.96 / 20.96 = 49.76
+    Gy and the organ 19.90 Gy, over the 18 Gy limit. The organ's goal needs d <= 45 Gy (18 / 0.4); segment B does not reach the
+    organ, so its 50 Gy target mimicking has nothing to give up (5000 MU)."""
+    S, objectives, cord = organ_beside_target()
+    start = optimise_segment_weights(S, objectives, np.full(2, 4000.0))
+    # Precondition, from the analytic optimum above: plain mimicking loses the goal.
+    np.testing.assert_allclose(S[10, 0] * start.x[0], 0.4 * 1042.96 / 20.96, rtol=1e-3)
+    repair = restore_goals(S, objectives, start, [cord])
+    assert not repair.before[0].met and repair.after[0].met
+    assert repair.rounds == 3
+    assert (S[10:15] @ repair.result.x).max() <= 18.0
+    # The rounds by hand, adding w (0.4 d - aim)^2 (MaxDVH at volume 0: every organ voxel above
+    # the aim) to the objective above: w 10, aim 17.46 (3 % inside): d = 1182.64 / 24.16 = 48.95,
+    # organ 19.58 Gy; w 40, aim moved by the shortfall 1.58 + 0.54 to 15.34: d = 45.43, organ
+    # 18.17 Gy; w 160, aim 14.63: d = 2915.6 / 72.16 = 40.40 Gy, organ 16.16 Gy, met.
+    # rtol 0.5 %: L-BFGS-B's relative-change stop in each of the three rounds.
+    np.testing.assert_allclose(S[0, 0] * repair.result.x[0], 2915.6 / 72.16, rtol=5e-3)
+    # Segment B is untouched by the repair (0.1 % of its MU: L-BFGS-B's stop, as ATOL_MU).
+    np.testing.assert_allclose(repair.result.x[1], start.x[1], rtol=1e-3)
+
+
+def test_restore_goals_keeps_the_start_when_every_goal_is_met():
+    S, objectives, cord = organ_beside_target()
+    start = optimise_segment_weights(S, objectives, np.full(2, 4000.0))
+    loose = dataclasses.replace(cord, limit=25.0)
+    repair = restore_goals(S, objectives, start, [loose], min_weight=1.0)
+    assert repair.rounds == 0 and repair.result is start and repair.after[0].met

@@ -10,16 +10,20 @@ and seeded by :func:`planner.predict.seed.seed_optimiser` (dose mimicking + warm
   holds (the seeded time includes the prediction and the warm-start fit); "-" if never;
 - organ mean doses at equal target coverage: each plan scaled so that D95 of PTV70 is 70 Gy, then
   the mean dose of every organ the patient has, averaged over the organs;
-- the whole optimisation's iterations and wall time.
+- the whole optimisation's iterations and wall time (with ``--time-limit`` both arms get the same
+  wall time: the seeded arm's optimiser gets the limit less the seed's time).
 
-Run: ``.venv/bin/python benchmarks/bench_seeding_openkbp.py --model data/models/openkbp_unet.pt
-[--patients N] [--time-limit S] [--table FILE]`` (``--table`` writes the per-patient table and the
-totals as Markdown).
+Run: ``.venv/bin/python benchmarks/bench_seeding_openkbp.py --out DIR [--model PT] [--patients N]
+[--time-limit S] [--shard K/N]``: per-patient results go to ``DIR/pt_N.json`` (a rerun skips the
+patients done, so N processes with ``--shard 0/N`` ... ``N-1/N`` can share the work), and the table
+with the totals over every patient in ``DIR`` to ``DIR/seeding.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,64 +82,99 @@ def _time(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="network weights")
-    parser.add_argument("--patients", type=int, default=None, help="only the first N patients")
-    parser.add_argument("--time-limit", type=float, default=None,
-                        help="optimisation budget per plan, s")
-    parser.add_argument("--table", type=Path, default=None, help="write a Markdown table here")
-    args = parser.parse_args()
-    protocol = read_protocol("head_and_neck")
-    model = load_beam_model()
-    folders = sorted(p for p in VALIDATION.iterdir() if p.is_dir())[:args.patients]
-    header = ("| patient | criteria met (unseeded / seeded) | to hard goals, s (it) | "
-              "organ mean at PTV70 D95 = 70 Gy, Gy | PTV70 D95 as planned, Gy | "
-              "whole optimisation, s (it) |")
-    lines = [header, "|" + "---|" * 6]
-    arms: dict[str, list[Arm]] = {"unseeded": [], "seeded": []}
-    for folder in folders:
-        patient = read_openkbp_patient(folder)
-        beamset, dij = openkbp_dij(patient, model)
-        regularisers = [smoothness_regulariser(beamset)]
-        plain = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
-                                 time_limit_s=args.time_limit)
-        start = time.perf_counter()
-        seed = seed_optimiser(patient, dij.matrix, args.model, device="cpu")
-        seed_s = time.perf_counter() - start
-        if not seed.seeded:
-            raise SystemExit(f"{folder.name}: {seed.note}")
-        seeded = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
-                                  extra_objectives=seed.objectives, x0=seed.x0,
-                                  time_limit_s=args.time_limit)
-        u = _arm(patient, plain.dose_gy, plain.result, 0.0)
-        s = _arm(patient, seeded.dose_gy, seeded.result, seed_s)
-        arms["unseeded"].append(u)
-        arms["seeded"].append(s)
-        lines.append(
-            f"| {folder.name} | {u.criteria_met} / {s.criteria_met} of {u.criteria} | "
+def _row(name: str, u: Arm, s: Arm) -> str:
+    return (f"| {name} | {u.criteria_met} / {s.criteria_met} of {u.criteria} | "
             f"{_time(u.to_hard_s)} ({u.to_hard_iterations or '-'}) / {_time(s.to_hard_s)} "
             f"({s.to_hard_iterations or '-'}) | {u.organ_mean_gy:.2f} / {s.organ_mean_gy:.2f} | "
             f"{u.ptv70_d95_gy:.2f} / {s.ptv70_d95_gy:.2f} | {u.total_s:.0f} ({u.iterations}) / "
             f"{s.total_s:.0f} ({s.iterations}) |")
-        print(lines[-1], f"(seed {seed_s:.1f} s)", flush=True)
-    total = {}
-    for name, rows in arms.items():
-        reached = [a for a in rows if a.to_hard_s is not None]
-        total[name] = (
-            f"{name}: criteria met {sum(a.criteria_met for a in rows)}/"
-            f"{sum(a.criteria for a in rows)}; hard goals reached on {len(reached)}/{len(rows)}, "
-            f"median {np.median([a.to_hard_s for a in reached]) if reached else float('nan'):.1f} s"
-            f" / {np.median([a.to_hard_iterations for a in reached]) if reached else 0:.0f} it; "
-            f"organ mean at equal coverage {np.mean([a.organ_mean_gy for a in rows]):.2f} Gy; "
-            f"whole optimisation median {np.median([a.total_s for a in rows]):.1f} s")
-        print(total[name])
-    if args.table is not None:
-        args.table.write_text(
-            f"# Seeded vs unseeded fluence planning, OpenKBP validation ({len(folders)} patients)\n\n"
-            f"Command: `.venv/bin/python benchmarks/bench_seeding_openkbp.py --model {args.model}"
-            f"{'' if args.time_limit is None else f' --time-limit {args.time_limit:g}'}`\n\n"
-            + "\n".join(lines) + "\n\n" + "\n".join(f"- {t}" for t in total.values()) + "\n")
+
+
+def plan_patient_both_ways(folder: Path, model_path: Path, time_limit_s: float | None
+                           ) -> dict[str, Arm]:
+    """Both arms of one patient (see the module docstring)."""
+    protocol = read_protocol("head_and_neck")
+    patient = read_openkbp_patient(folder)
+    beamset, dij = openkbp_dij(patient, load_beam_model())
+    regularisers = [smoothness_regulariser(beamset)]
+    plain = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
+                             time_limit_s=time_limit_s)
+    start = time.perf_counter()
+    seed = seed_optimiser(patient, dij.matrix, model_path, device="cpu")
+    seed_s = time.perf_counter() - start
+    if not seed.seeded:
+        raise SystemExit(f"{folder.name}: {seed.note}")
+    # The prediction and warm start come out of the seeded arm's budget: equal wall time.
+    seeded = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
+                              extra_objectives=seed.objectives, x0=seed.x0,
+                              time_limit_s=None if time_limit_s is None
+                              else max(time_limit_s - seed_s, 1.0))
+    return {"unseeded": _arm(patient, plain.dose_gy, plain.result, 0.0),
+            "seeded": _arm(patient, seeded.dose_gy, seeded.result, seed_s)}
+
+
+def summary_lines(results: dict[str, dict[str, Arm]]) -> list[str]:
+    """Totals of each arm over the patients in ``results``."""
+    lines = []
+    for name in ("unseeded", "seeded"):
+        arms = [r[name] for r in results.values()]
+        reached = [a for a in arms if a.to_hard_s is not None]
+        median_s = np.median([a.to_hard_s for a in reached]) if reached else float("nan")
+        median_it = np.median([a.to_hard_iterations for a in reached]) if reached else 0
+        lines.append(
+            f"{name}: criteria met {sum(a.criteria_met for a in arms)}/"
+            f"{sum(a.criteria for a in arms)}; hard goals reached on {len(reached)}/{len(arms)} "
+            f"patients, median {median_s:.1f} s / {median_it:.0f} iterations; organ mean dose at "
+            f"equal coverage {np.mean([a.organ_mean_gy for a in arms]):.2f} Gy; whole "
+            f"optimisation median {np.median([a.total_s for a in arms]):.1f} s")
+    both = [(r["unseeded"], r["seeded"]) for r in results.values()
+            if r["unseeded"].to_hard_s is not None and r["seeded"].to_hard_s is not None]
+    if both:
+        faster = sum(s.to_hard_s < u.to_hard_s for u, s in both)
+        lines.append(f"both arms reached the hard goals on {len(both)} patients; the seeded one "
+                     f"sooner on {faster}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="network weights")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder of per-patient results (pt_N.json; patients already there "
+                             "are not planned again) and the Markdown table (seeding.md)")
+    parser.add_argument("--patients", type=int, default=None, help="only the first N patients")
+    parser.add_argument("--shard", default="0/1",
+                        help="K/N: plan only patients K, K+N, ... (run N processes side by side)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="optimisation budget per plan, s")
+    args = parser.parse_args()
+    k, n = (int(v) for v in args.shard.split("/"))
+    folders = sorted(p for p in VALIDATION.iterdir() if p.is_dir())[:args.patients]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for folder in folders[k::n]:
+        path = args.out / f"{folder.name}.json"
+        if path.exists():
+            continue
+        arms = plan_patient_both_ways(folder, args.model, args.time_limit)
+        path.write_text(json.dumps({a: dataclasses.asdict(v) for a, v in arms.items()}))
+        print(_row(folder.name, arms["unseeded"], arms["seeded"]), flush=True)
+    results = {}
+    for folder in folders:
+        path = args.out / f"{folder.name}.json"
+        if path.exists():
+            results[folder.name] = {a: Arm(**v) for a, v in json.loads(path.read_text()).items()}
+    header = ("| patient | criteria met (unseeded / seeded) | to hard goals, s (iterations) | "
+              "organ mean at PTV70 D95 = 70 Gy, Gy | PTV70 D95 as planned, Gy | "
+              "whole optimisation, s (iterations) |")
+    rows = [_row(name, r["unseeded"], r["seeded"]) for name, r in results.items()]
+    totals = summary_lines(results)
+    print("\n".join(totals))
+    (args.out / "seeding.md").write_text(
+        f"# Seeded vs unseeded fluence planning, OpenKBP validation ({len(results)} patients)\n\n"
+        f"Command: `.venv/bin/python benchmarks/bench_seeding_openkbp.py --model {args.model} "
+        f"--out {args.out}{'' if args.time_limit is None else f' --time-limit {args.time_limit:g}'}`"
+        f"\n\n{header}\n" + "|---" * 6 + "|\n" + "\n".join(rows) + "\n\n"
+        + "\n".join(f"- {t}" for t in totals) + "\n")
 
 
 if __name__ == "__main__":

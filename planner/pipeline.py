@@ -20,7 +20,9 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    the dose engine on the apertures, not the beamlets, on the voxels of
    :func:`segment_weight_voxels`), 9. **segment weights** (:func:`optim.optimise_segment_weights`,
    following the fluence plan's dose so that the deliverable plan recovers its quality, with a
-   small price on MU so that MU which buy no dose the objectives care about are dropped),
+   small price on MU so that MU which buy no dose the objectives care about are dropped; a
+   hard goal the fluence plan met and the mimicking lost is then pushed back inside its limit
+   by :func:`optim.restore_goals` on :func:`segment_weight_goals`),
    10. **final dose** of the weighted segments (:func:`dose.segment_dose`, every voxel),
 11. **export** of RT Plan + RT Dose (+ CT and RTSTRUCT when the patient did not come from DICOM)
    and the **report**, with ``summary.json`` and ``plan.log`` beside them.
@@ -57,15 +59,15 @@ from dose.beams import BeamSet
 from dose.grid import Grid
 from dose.machine import Machine
 from dose.segments import MIN_DOSE_DENSITY_G_CM3
-from optim import (DoseMimicking, FluenceSmoothness, neighbour_pairs, optimise_segment_weights,
-                   sequence_leaves)
+from optim import (DoseMimicking, FluenceSmoothness, GoalResult, PlanGoal, evaluate_goals, neighbour_pairs,
+                   optimise_segment_weights, restore_goals, sequence_leaves)
 from optim.fluence import Progress
 from planner.errors import InputError, PlannerError
 from planner.io import load_patient
 from planner.io._atomic import atomic_directory, check_writable
 from planner.io.plan_dicom import PlanFiles, write_plan_dicom
 from planner.io.rtplan import PlanBeam
-from planner.optimize import optimise_patient
+from planner.optimize import fluence_problem, optimise_patient
 from planner.patient import Patient, Structure
 from planner.protocol import PROTOCOL_DIR, Protocol, map_structures, read_protocol
 from planner.review import write_report
@@ -471,6 +473,68 @@ def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
     return objectives
 
 
+def segment_weight_goals(dose_patient: Patient, protocol: Protocol, voxel_index: np.ndarray,
+                         *, xp: Any = np) -> tuple[PlanGoal, ...]:
+    """The protocol's hard goals on the rows of the segment-dose matrix, for
+    :func:`optim.restore_goals`.
+
+    The goals are the fluence optimiser's own (:func:`planner.optimize.fluence_problem`, on the
+    dose grid), their voxel indices mapped to the rows (``voxel_index``, flat indices of the
+    dose grid, which hold every structure voxel: :func:`segment_weight_voxels`).
+    """
+    row_of = np.full(dose_patient.grid.size, -1, dtype=np.int64)
+    row_of[voxel_index] = np.arange(voxel_index.size)
+
+    def rows(indices: Any) -> Any:
+        found = row_of[np.asarray(indices)]
+        return xp.asarray(found[found >= 0])
+
+    return tuple(dataclasses.replace(g, indices=rows(g.indices), objective_indices=(
+                     None if g.objective_indices is None else rows(g.objective_indices)))
+                 for g in fluence_problem(dose_patient, protocol).goals if g.hard)
+
+
+def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], patient: Patient,
+                     goals_fluence: Sequence[GoalRow], goals_plan: Sequence[GoalRow]
+                     ) -> tuple[PlanGoal, ...]:
+    """The hard goals (on the segment-dose rows) that the fluence plan met, each lost one with
+    its limit moved by how much the rows overrate it.
+
+    The goal table is read on the patient grid; the rows sample the dose grid (3 mm voxels, a
+    D0.1cc of a few voxels), where a goal can look met that the patient grid calls lost (OpenKBP
+    pt_242: spinal cord D0.1cc 44.4 Gy on the rows, 45.6 Gy on the patient grid). A lost goal's
+    limit on the rows moves by the difference of its two margins, so that meeting it on the
+    rows meets it on the patient grid, as far as the difference holds for the new weights.
+
+    Parameters
+    ----------
+    goals : sequence of PlanGoal
+        :func:`segment_weight_goals`.
+    on_rows : sequence of GoalResult
+        ``goals`` evaluated on the segments' dose (rows of the segment-dose matrix).
+    patient : Patient
+        The patient on its own grid (for a cc volume's structure size).
+    goals_fluence, goals_plan : sequence of GoalRow
+        The fluence plan's and the deliverable plan's goal tables (patient grid).
+    """
+    fluence_met = {r.goal.label for r in goals_fluence if r.met}
+    plan = {r.goal.label: r for r in goals_plan}
+    kept = []
+    for g, r in zip(goals, on_rows):
+        if g.label not in fluence_met or g.label not in plan:
+            continue
+        row = plan[g.label]
+        if not row.met:
+            # GoalRow margins are in the protocol's units; PlanGoal's in Gy or a volume fraction.
+            scale = {"Gy": 1.0, "%": 100.0}.get(row.unit) or (
+                patient.structure(row.structure).mask.sum() * patient.grid.voxel_volume_cc)
+            overrated = r.margin - row.margin / scale
+            g = dataclasses.replace(g, limit=g.limit - overrated if g.bound == "max"
+                                    else g.limit + overrated)
+        kept.append(g)
+    return tuple(kept)
+
+
 def default_protocol(patient: Patient) -> Protocol:
     """The first bundled protocol (``data/protocols``, by name) whose structures the patient has.
 
@@ -536,6 +600,11 @@ def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
     lines = goal_table("goals, fluence plan (before sequencing):", goals_fluence)
     lines += goal_table("goals, deliverable plan (after sequencing and segment weights):",
                         goals_plan)
+    repair = summary["goal_repair"]
+    if repair["lost"]:
+        lines.append(f"segment weights: hard goals lost after sequencing: "
+                     f"{', '.join(repair['lost'])}; restored in {repair['rounds']} repair rounds: "
+                     f"{', '.join(repair['restored']) or 'none'}")
     mu = summary["mu"]
     lines.append("beams: " + ", ".join(f"{b['name']} {b['segments']} seg {b['mu']:.0f} MU"
                                        for b in summary["beams"]))
@@ -718,25 +787,55 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
                             f"{int(np.count_nonzero(weights.x))} of {w0.size} segments kept")
 
-    plan_beams, final_beams, final_segments, k = [], [], [], 0
-    for f, name, segs in zip(sequences, names, per_field):
-        kept = []
-        for seg in segs:
-            if weights.x[k] > 0:
-                kept.append(dataclasses.replace(seg, mu=float(weights.x[k])))
-            k += 1
-        if kept:
-            final_beams.append(beams[f.beam])
-            final_segments.append(kept)
-            plan_beams.append(PlanBeam(name, beams[f.beam], tuple(
-                dataclasses.replace(seg, mu=seg.mu / fractions) for seg in kept)))
-    # The exported dose: the dose engine on the delivered apertures and MU (all fractions).
-    dose = to_device(segment_dose(density, patient.grid, dose_grid, final_beams, final_segments,
-                                  machine, model, dose_mask=calculated), "cpu")
-    goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
-                                   protocol)
+    def deliver(mu: np.ndarray) -> tuple[list[PlanBeam], np.ndarray, tuple[GoalRow, ...]]:
+        """Plan beams (MU per fraction), the exported dose (the dose engine on the delivered
+        apertures and MU, all fractions) and its goal table, for segment MU ``mu``."""
+        plan_beams, final_beams, final_segments, k = [], [], [], 0
+        for f, name, segs in zip(sequences, names, per_field):
+            kept = []
+            for seg in segs:
+                if mu[k] > 0:
+                    kept.append(dataclasses.replace(seg, mu=float(mu[k])))
+                k += 1
+            if kept:
+                final_beams.append(beams[f.beam])
+                final_segments.append(kept)
+                plan_beams.append(PlanBeam(name, beams[f.beam], tuple(
+                    dataclasses.replace(seg, mu=seg.mu / fractions) for seg in kept)))
+        dose = to_device(segment_dose(density, patient.grid, dose_grid, final_beams,
+                                      final_segments, machine, model, dose_mask=calculated), "cpu")
+        return plan_beams, dose, evaluate_protocol(
+            patient, resample_dose(dose, dose_grid, patient.grid), protocol)
+
+    plan_beams, dose, goals_plan = deliver(weights.x)
     step("final dose", f"max {float(dose.max()):.2f} Gy; "
                        f"{sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met")
+
+    # Mimicking the fluence dose can let a hard goal the fluence plan met slip past its limit.
+    lost = [r for r in goals_plan if r.goal.hard and not r.met
+            and any(f.goal.label == r.goal.label and f.met for f in goals_fluence)]
+    repair_summary: dict[str, Any] = {"lost": [r.goal.label for r in lost], "rounds": 0,
+                                      "restored": []}
+    if lost:
+        mu_weight = SEGMENT_MU_PRICE_PER_GY * rx_max_gy
+        hard = segment_weight_goals(dose_patient, protocol, host_index, xp=xp)
+        on_rows = evaluate_goals(S @ xp.asarray(weights.x, dtype=S.dtype), hard)
+        repair = restore_goals(S, objectives, weights,
+                               goals_to_restore(hard, on_rows, patient, goals_fluence, goals_plan),
+                               min_weight=min_weight, mu_weight=mu_weight,
+                               max_iter=SEGMENT_WEIGHT_ITERATIONS)
+        repair_summary["rounds"] = repair.rounds
+        before = {r.goal.label: r for r in goals_plan}
+        if repair.result is not weights:
+            weights = repair.result
+            plan_beams, dose, goals_plan = deliver(weights.x)
+        after = {r.goal.label: r for r in goals_plan}
+        repair_summary["restored"] = [r.goal.label for r in lost if after[r.goal.label].met]
+        step("goal repair", f"{repair.rounds} rounds of segment weights with the goals: " + "; ".join(
+            f"{r.goal.label} {before[r.goal.label].value:.2f} -> {after[r.goal.label].value:.2f} "
+            f"{r.unit} ({'restored' if after[r.goal.label].met else 'still lost'})" for r in lost)
+            + f"; {sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met, "
+              f"{int(np.count_nonzero(weights.x))} segments")
 
     total_mu = float(sum(b.mu for b in plan_beams))
     summary: dict[str, Any] = {
@@ -764,6 +863,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                "least_per_fraction": round(sum(s.least_mu for s in sequences) / fractions, 2),
                # The segment-weight objective's price of one MU (over all fractions).
                "price_in_segment_weights": SEGMENT_MU_PRICE_PER_GY * rx_max_gy},
+        # Hard goals the fluence plan met and plain mimicking lost (patient grid), and repaired.
+        "goal_repair": repair_summary,
         "versions": _versions(),
         "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",
                   "log": LOG_FILE},

@@ -26,9 +26,12 @@ from planner.phantoms import cshape_phantom
 from planner.errors import InputError, PlannerError
 from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
                               ProtocolConflictError, default_protocol, dose_calculation_mask,
-                              dose_grid_for, plan_patient, resample_patient, sequence_beams)
+                              dose_grid_for, goals_to_restore, plan_patient, resample_patient,
+                              segment_weight_goals,
+                              segment_weight_voxels, sequence_beams)
 from planner.review.dvh import resample_dose
 from planner.protocol import read_protocol
+from optim import evaluate_goals
 from planner.review.goals import evaluate_protocol
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
@@ -82,6 +85,51 @@ def test_dose_is_calculated_in_every_structure_voxel_even_in_air():
     mask = dose_calculation_mask(patient)
     assert mask[2:4, 2:4, 2:4].all()  # the cavity inside the target
     assert mask[:, :, :5].all() and not mask[:, :, 5].any()  # not the air around
+
+
+def test_segment_weight_goals_are_the_hard_goals_on_the_rows():
+    """TG-119 protocol: PTV D95 >= 50 and D10 <= 55 Gy and core D10 <= 25 Gy are hard, core
+    D10 <= 10 Gy soft (left out)."""
+    patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    protocol = read_protocol("tg119_c_shape")
+    voxel_index = np.flatnonzero(segment_weight_voxels(
+        patient, protocol, {"PTV": "PTV", "Core": "Core"}).ravel())
+    goals = segment_weight_goals(patient, protocol, voxel_index)
+    assert [g.label for g in goals] == ["PTV D95% >= 50 Gy", "PTV D10% <= 55 Gy",
+                                        "Core D10% <= 25 Gy"]
+    # Indices are rows of the segment-dose matrix: back on the grid they are the structure.
+    ptv, core = patient.structure("PTV").mask, patient.structure("Core").mask
+    np.testing.assert_array_equal(voxel_index[goals[0].indices], np.flatnonzero(ptv.ravel()))
+    np.testing.assert_array_equal(voxel_index[goals[2].indices], np.flatnonzero(core.ravel()))
+
+
+def test_goals_to_restore_moves_a_lost_limit_by_what_the_rows_overrate():
+    """Fluence plan: core 20 Gy (D10 <= 25 met). Deliverable plan: core 26 Gy on the patient grid
+    (margin -1 Gy, lost), 24.5 Gy on the rows (margin +0.5): the rows overrate it by 1.5 Gy, so
+    on the rows the limit becomes 25 - 1.5 = 23.5 Gy. The PTV goals, met in both, stay as they
+    are."""
+    patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    protocol = read_protocol("tg119_c_shape")
+    voxel_index = np.flatnonzero(segment_weight_voxels(
+        patient, protocol, {"PTV": "PTV", "Core": "Core"}).ravel())
+    ptv, core = patient.structure("PTV").mask, patient.structure("Core").mask
+    goals = segment_weight_goals(patient, protocol, voxel_index)
+
+    def dose(core_gy):
+        return np.where(ptv, 52.0, 0.0) + np.where(core, core_gy, 0.0)
+
+    on_rows = evaluate_goals(dose(24.5).ravel()[voxel_index], goals)
+    restore = goals_to_restore(goals, on_rows, patient, evaluate_protocol(patient, dose(20.0),
+                                                                          protocol),
+                               evaluate_protocol(patient, dose(26.0), protocol))
+    assert [g.label for g in restore] == [g.label for g in goals]
+    assert [g.limit for g in restore[:2]] == [g.limit for g in goals[:2]]
+    assert restore[2].limit == pytest.approx(23.5, abs=1e-9)  # exact: uniform doses
+    # A goal the fluence plan did not meet is not the deliverable plan's to restore.
+    restore = goals_to_restore(goals, on_rows, patient, evaluate_protocol(patient, dose(30.0),
+                                                                          protocol),
+                               evaluate_protocol(patient, dose(26.0), protocol))
+    assert [g.label for g in restore] == ["PTV D95% >= 50 Gy", "PTV D10% <= 55 Gy"]
 
 
 def test_dose_grid_covers_the_body_only():

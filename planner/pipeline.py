@@ -12,8 +12,9 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    (:func:`resample_patient`) for the optimisation and the segment weights.
 3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
    the targets, with the beamlets covering the targets' projection.
-4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (:func:`planner.predict.seed.seed_optimiser`;
-   unseeded with a note where the network does not apply), 6. **optimisation** of the fluence
+4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (with ``seed=True``:
+   :func:`planner.predict.seed.seed_optimiser`; unseeded with a note otherwise or where the network
+   does not apply), 6. **optimisation** of the fluence
    (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser (fewer
    segments and MU for the same goals),
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
@@ -622,8 +623,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                  out_dir: str | Path, device: str = "auto", beam_count: int = 9,
                  beamlet_mm: float = 5.0, dose_grid_mm: float = 3.0,
                  max_segments_per_beam: int = MAX_SEGMENTS_PER_BEAM,
-                 time_limit_s: float | None = None, allow_conflicts: bool = False,
-                 overwrite: bool = False,
+                 time_limit_s: float | None = None, seed: bool = False,
+                 allow_conflicts: bool = False, overwrite: bool = False,
                  progress: Callable[[str, bool], None] | None = None) -> PlanResult:
     """Plan one patient from import to reviewed deliverable plan (see the module docstring).
 
@@ -647,6 +648,11 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         Most MLC segments a field may have (fewer intensity levels are used where needed).
     time_limit_s : float, optional, s
         Budget of the fluence optimisation.
+    seed : bool
+        Seed the fluence optimisation with the dose prediction where it applies
+        (:func:`planner.predict.seed.seed_optimiser`). Off by default: on the OpenKBP validation
+        patients the seeded plans spare the organs far better at equal target coverage but
+        reach the hard goals later (``benchmarks/results/seeding_openkbp.md``).
     allow_conflicts : bool
         Plan even when the protocol conflicts with the structures (reported, not raised).
     overwrite : bool
@@ -736,11 +742,15 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     D = dij.matrix
     step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
 
-    # Imported here: torch takes seconds to import and only the seed needs it.
-    from planner.predict.seed import seed_optimiser
+    seed_objectives, seed_x0 = (), None
+    seed_note = "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
+    if seed:
+        # Imported here: torch takes seconds to import and only the seed needs it.
+        from planner.predict.seed import seed_optimiser
 
-    seed = seed_optimiser(dose_patient, D, device=device)
-    step("seed", seed.note)
+        seeding = seed_optimiser(dose_patient, D, device=device)
+        seed_objectives, seed_x0, seed_note = seeding.objectives, seeding.x0, seeding.note
+    step("seed", seed_note)
 
     def on_iteration(name: str, p: Progress) -> None:
         if progress is not None:
@@ -749,7 +759,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     fluence = optimise_patient(dose_patient, D, protocol,
                                regularisers=[smoothness_regulariser(beamset)],
-                               extra_objectives=seed.objectives, x0=seed.x0,
+                               extra_objectives=seed_objectives, x0=seed_x0,
                                time_limit_s=time_limit_s, progress=on_iteration)
     result = fluence.result
     for s in result.steps:
@@ -845,7 +855,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         "grid": {"ct": _grid_json(patient.grid), "dose": _grid_json(dose_grid)},
         "isocenter_xyz_mm": [round(v, 2) for v in iso], "beamlet_mm": beamlet_mm,
         "beamlets": beamset.n_beamlets, "dij_nonzeros": int(D.nnz),
-        "seed": seed.note, "conflicts": [c.explanation for c in conflicts],
+        "seed": seed_note, "conflicts": [c.explanation for c in conflicts],
         "optimisation": {"iterations": result.iterations, "stopped_by": result.stopped_by,
                          # As used in the end: lowered where the hard goals needed it.
                          "smoothness_weight": SMOOTHNESS_WEIGHT * result.regulariser_scale,
@@ -893,5 +903,5 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         (tmp / LOG_FILE).write_text("\n".join(log) + "\n")
     files = dataclasses.replace(files, folder=out_dir / DICOM_FOLDER)
     return PlanResult(out_dir, patient, protocol, tuple(plan_beams), dose, dose_grid,
-                      goals_fluence, goals_plan, conflicts, seed.note, dict(times), summary,
+                      goals_fluence, goals_plan, conflicts, seed_note, dict(times), summary,
                       files)

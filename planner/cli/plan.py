@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="most MLC segments per beam (default 15)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                         help="wall-time budget of the fluence optimisation, seconds")
+    parser.add_argument("--seed", action="store_true",
+                        help="seed the optimiser with the dose prediction (head and neck): "
+                             "better organ sparing, later hard goals on the OpenKBP benchmark")
     parser.add_argument("--allow-conflicts", action="store_true",
                         help="plan even when a target overlaps an organ whose hard limit is "
                              "below its prescription (reported in the summary and report)")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                           beam_count=args.beams, beamlet_mm=args.beamlet_mm,
                           dose_grid_mm=args.dose_grid_mm,
                           max_segments_per_beam=args.max_segments, time_limit_s=args.time_limit,
-                          allow_conflicts=args.allow_conflicts, overwrite=args.force,
+                          seed=args.seed, allow_conflicts=args.allow_conflicts, overwrite=args.force,
                           progress=_show)
     print(summary_text(result.summary, result.goals_fluence, result.goals_plan))
     print(f"wrote {out}/: dicom/ (RT Plan, RT Dose"

@@ -101,12 +101,8 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
         if t:
             target_union |= full[n]
     # Normal tissue is inside the external contour, else where dose is possible (OpenKBP).
-    external = [s.mask for s in patient.structures if s.kind == "external"]
-    if external:
-        inside = external[0]
-    elif patient.possible_dose_mask is not None:
-        inside = patient.possible_dose_mask
-    else:
+    inside = patient.body_mask()
+    if inside is None:
         inside = np.ones(patient.grid.shape, dtype=bool)
     distance = scipy.ndimage.distance_transform_edt(~target_union, sampling=patient.grid.spacing_mm)
     sub = np.zeros(patient.grid.shape, dtype=bool)

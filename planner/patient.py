@@ -141,3 +141,9 @@ class Patient:
 
     def targets(self) -> tuple[Structure, ...]:
         return tuple(s for s in self.structures if s.kind == "target")
+
+    def body_mask(self) -> np.ndarray | None:
+        """The patient's outline as the data gives it: the external contour, else the
+        possible-dose mask (OpenKBP has no external contour), else None."""
+        external = [s.mask for s in self.structures if s.kind == "external"]
+        return external[0] if external else self.possible_dose_mask

@@ -295,12 +295,8 @@ def dose_grid_for(patient: Patient, spacing_mm: float) -> Grid:
     -------
     Grid
     """
-    external = [s.mask for s in patient.structures if s.kind == "external"]
-    if external:
-        body = external[0]
-    elif patient.possible_dose_mask is not None:
-        body = patient.possible_dose_mask
-    else:
+    body = patient.body_mask()
+    if body is None:
         body = patient.density >= MIN_DOSE_DENSITY_G_CM3
     if not body.any():
         raise InputError(f"{patient.source}: no voxel of the patient has density >= "
@@ -439,6 +435,13 @@ def segment_weight_voxels(dose_patient: Patient, protocol: Protocol, mapping: di
     return keep | (sub & (dose_patient.density >= MIN_DOSE_DENSITY_G_CM3))
 
 
+def _row_of_voxel(n_voxels: int, voxel_index: np.ndarray) -> np.ndarray:
+    """For each flat dose-grid voxel its row of the segment-dose matrix, -1 where it has none."""
+    row_of = np.full(n_voxels, -1, dtype=np.int64)
+    row_of[voxel_index] = np.arange(voxel_index.size)
+    return row_of
+
+
 def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
                               mapping: dict[str, str], voxel_index: np.ndarray,
                               reference_gy: np.ndarray, *, xp: Any = np
@@ -449,8 +452,7 @@ def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
     under- and over-dose (under-dose weighs ``TARGET_UNDERDOSE_FACTOR`` times more); organs and
     every computed voxel: over-dose only.
     """
-    row_of = np.full(dose_patient.grid.size, -1, dtype=np.int64)
-    row_of[voxel_index] = np.arange(voxel_index.size)
+    row_of = _row_of_voxel(dose_patient.grid.size, voxel_index)
     reference = np.asarray(reference_gy, dtype=np.float64).ravel()[voxel_index]
 
     def rows(kind: str) -> np.ndarray:
@@ -483,8 +485,7 @@ def segment_weight_goals(dose_patient: Patient, protocol: Protocol, voxel_index:
     dose grid), their voxel indices mapped to the rows (``voxel_index``, flat indices of the
     dose grid, which hold every structure voxel: :func:`segment_weight_voxels`).
     """
-    row_of = np.full(dose_patient.grid.size, -1, dtype=np.int64)
-    row_of[voxel_index] = np.arange(voxel_index.size)
+    row_of = _row_of_voxel(dose_patient.grid.size, voxel_index)
 
     def rows(indices: Any) -> Any:
         found = row_of[np.asarray(indices)]
@@ -791,8 +792,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     objectives = segment_weight_objectives(dose_patient, protocol, mapping.mapping, host_index,
                                            fluence.dose_gy, xp=xp)
     w0 = np.array([seg.mu for segs in per_field for seg in segs])
+    mu_price = SEGMENT_MU_PRICE_PER_GY * rx_max_gy
     weights = optimise_segment_weights(S, objectives, w0, min_weight=min_weight,
-                                       mu_weight=SEGMENT_MU_PRICE_PER_GY * rx_max_gy,
+                                       mu_weight=mu_price,
                                        max_iter=SEGMENT_WEIGHT_ITERATIONS)
     step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
                             f"{int(np.count_nonzero(weights.x))} of {w0.size} segments kept")
@@ -827,12 +829,11 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     repair_summary: dict[str, Any] = {"lost": [r.goal.label for r in lost], "rounds": 0,
                                       "restored": []}
     if lost:
-        mu_weight = SEGMENT_MU_PRICE_PER_GY * rx_max_gy
         hard = segment_weight_goals(dose_patient, protocol, host_index, xp=xp)
         on_rows = evaluate_goals(S @ xp.asarray(weights.x, dtype=S.dtype), hard)
         repair = restore_goals(S, objectives, weights,
                                goals_to_restore(hard, on_rows, patient, goals_fluence, goals_plan),
-                               min_weight=min_weight, mu_weight=mu_weight,
+                               min_weight=min_weight, mu_weight=mu_price,
                                max_iter=SEGMENT_WEIGHT_ITERATIONS)
         repair_summary["rounds"] = repair.rounds
         before = {r.goal.label: r for r in goals_plan}
@@ -872,7 +873,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                "per_cgy": round(total_mu / fraction_dose_cgy, 3),
                "least_per_fraction": round(sum(s.least_mu for s in sequences) / fractions, 2),
                # The segment-weight objective's price of one MU (over all fractions).
-               "price_in_segment_weights": SEGMENT_MU_PRICE_PER_GY * rx_max_gy},
+               "price_in_segment_weights": mu_price},
         # Hard goals the fluence plan met and plain mimicking lost (patient grid), and repaired.
         "goal_repair": repair_summary,
         "versions": _versions(),

@@ -201,7 +201,7 @@ def evaluate_goals(dose: Any, goals: Sequence[PlanGoal]) -> tuple[GoalResult, ..
     return tuple(evaluate_goal(dose, g) for g in goals)
 
 
-def _goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
+def goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
     """The objective that pushes ``goal``'s value to ``aim`` (a dose, or a volume fraction)."""
     idx = goal.indices if goal.objective_indices is None else goal.objective_indices
     if goal.metric == "mean_dose":
@@ -234,6 +234,20 @@ FALLOFF_LOW = 0.4
 AIM_INSIDE = 0.03          # goal objectives aim 3 % inside the limit
 HARD_GROWTH, SOFT_GROWTH = 4.0, 2.0
 SPARING_STEP = 0.25        # first sparing step: aim 25 % below the achieved value
+
+
+def aim_inside(goal: PlanGoal, value: float) -> float:
+    """``value`` moved ``AIM_INSIDE`` inside the goal's side of it (below a maximum, above a
+    minimum): where a goal objective aims."""
+    return value * (1.0 - AIM_INSIDE) if goal.bound == "max" else value * (1.0 + AIM_INSIDE)
+
+
+def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
+    """The aim of an unmet goal's objective moved by the shortfall: the objective may be met
+    while the goal is not (it acts on the overlap-resolved voxels, or on D_v where the goal is
+    V_x). The extra ``AIM_INSIDE`` keeps the aim strictly inside the limit."""
+    shift = -result.margin + AIM_INSIDE * abs(result.limit)
+    return max(aim - shift, 0.0) if goal.bound == "max" else aim + shift
 
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
@@ -348,19 +362,13 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     x, achieved = run("coverage", list(base), x)
 
     # 2. hard goals, with weights that grow while a hard goal is unmet
-    def aim_inside(g: PlanGoal, value: float) -> float:
-        return value * (1.0 - AIM_INSIDE) if g.bound == "max" else value * (1.0 + AIM_INSIDE)
-
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
-        return [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
+        return [goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
 
     def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
-        """More weight on unmet goal ``i``, and its aim moved by the shortfall: the objective
-        may be met while the goal is not (it acts on the overlap-resolved voxels, or on D_v
-        where the goal is V_x). The extra AIM_INSIDE keeps the aim strictly inside the limit."""
+        """More weight on unmet goal ``i``, and its aim moved by the shortfall."""
         weights[i] *= HARD_GROWTH
-        shift = -r.margin + AIM_INSIDE * abs(r.limit)
-        aims[i] = max(aims[i] - shift, 0.0) if goals[i].bound == "max" else aims[i] + shift
+        aims[i] = insisted_aim(goals[i], aims[i], r)
 
     notes: list[str] = []
     rounds_done = 0

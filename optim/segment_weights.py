@@ -18,8 +18,8 @@ import numpy as np
 import scipy.sparse
 
 from optim._xp import array_module
-from optim.autoplan import (AIM_INSIDE, GOAL_WEIGHT, HARD_GROWTH, GoalResult, PlanGoal,
-                            _goal_objective, evaluate_goals)
+from optim.autoplan import (GOAL_WEIGHT, HARD_GROWTH, GoalResult, PlanGoal, aim_inside,
+                            evaluate_goals, goal_objective, insisted_aim)
 from optim.fluence import FluenceResult, Objective, optimise_fluence
 from optim.objectives import LinearCost
 
@@ -168,9 +168,10 @@ def restore_goals(S: Any, objectives: Sequence[Objective], start: FluenceResult,
     sequencing. Each round adds, for every goal unmet on ``S @ w``, the goal's own objective
     (``MaxDVH`` / ``MinDVH`` / ``MeanDose`` at the goal, as the fluence optimiser's hard-goal
     step builds it) to ``objectives`` and re-runs :func:`optimise_segment_weights` from the last
-    weights, with the same MU price and minimum. The objective aims ``AIM_INSIDE`` inside the
-    limit at weight ``GOAL_WEIGHT``; a goal still unmet gets ``HARD_GROWTH`` times the weight and
-    its aim moved by the shortfall.
+    weights, with the same MU price and minimum. The objective aims inside the limit
+    (:func:`optim.autoplan.aim_inside`) at weight ``GOAL_WEIGHT``; a goal still unmet gets
+    ``HARD_GROWTH`` times the weight and its aim moved by the shortfall
+    (:func:`optim.autoplan.insisted_aim`).
 
     Parameters
     ----------
@@ -204,8 +205,7 @@ def restore_goals(S: Any, objectives: Sequence[Objective], start: FluenceResult,
     before = achieved(start.x)
     best, best_goals, current, results = start, before, start, before
     weights = [0.0] * len(goals)
-    aims = [g.limit * (1.0 - AIM_INSIDE) if g.bound == "max" else g.limit * (1.0 + AIM_INSIDE)
-            for g in goals]
+    aims = [aim_inside(g, g.limit) for g in goals]
     done = 0
     while done < rounds and met(results) < len(goals):
         for i, r in enumerate(results):
@@ -215,9 +215,8 @@ def restore_goals(S: Any, objectives: Sequence[Objective], start: FluenceResult,
                 weights[i] = GOAL_WEIGHT
             else:  # still unmet with its objective on: insist, as the fluence optimiser does
                 weights[i] *= HARD_GROWTH
-                shift = -r.margin + AIM_INSIDE * abs(r.limit)
-                aims[i] = max(aims[i] - shift, 0.0) if goals[i].bound == "max" else aims[i] + shift
-        extra = [_goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
+                aims[i] = insisted_aim(goals[i], aims[i], r)
+        extra = [goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
         current = optimise_segment_weights(S, list(objectives) + extra, current.x,
                                            min_weight=min_weight, mu_weight=mu_weight,
                                            max_iter=max_iter, rel_tol=rel_tol)

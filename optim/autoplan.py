@@ -14,13 +14,15 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    reached stays for step 3 if it met more hard goals than the full weight did, else the
    regularised plan of the first attempt is kept (a goal missed either way is not worth a less
    deliverable fluence).
-3. **Sparing** — soft goals join. Every organ goal (upper limit) is pushed below its achieved
-   value, step by step, with a growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
+3. **Sparing** — soft goals join, and the sparing objectives (e.g. a predicted dose's mimicking).
+   Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
+   growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
    halved, and the trade-off that stopped progress is recorded.
 
 Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
-rows of ``D`` that some objective or goal uses (the matrix is restricted to them once).
+rows of ``D`` that some objective or goal uses (the matrix is restricted to them once; the rows
+only the sparing objectives use are added for step 3).
 """
 
 from __future__ import annotations
@@ -213,15 +215,28 @@ def goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
     return cls(idx, goal.parameter, min(max(aim, 0.0), 1.0), weight)
 
 
-def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
-    """The rows of ``D`` that some index array uses, and a map from old to new row numbers."""
+def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any]:
+    """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``."""
     xp = array_module(D)
     rows = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+    return D[rows], rows
+
+
+def _with_more_rows(D: Any, rows: Any, index_arrays: Sequence[Any]
+                    ) -> tuple[Any, Callable[[Any], Any]]:
+    """``D[rows]`` with the rows the index arrays use beyond ``rows`` appended below, so that
+    row numbers into ``D[rows]`` stay valid; and a map from ``D``'s row numbers to the new ones."""
+    xp = array_module(D)
+    wanted = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+    extra = wanted[~xp.isin(wanted, rows)]
 
     def remap(indices: Any) -> Any:
-        return xp.searchsorted(rows, xp.asarray(indices))
+        indices = xp.asarray(indices)
+        at = xp.searchsorted(rows, indices)
+        inside = rows[xp.minimum(at, rows.size - 1)] == indices
+        return xp.where(inside, at, rows.size + xp.searchsorted(extra, indices))
 
-    return D[rows], remap
+    return D[xp.concatenate([rows, extra])], remap
 
 
 # Defaults of the scheme, the same for every case (no per-case tuning): see the module docstring.
@@ -252,7 +267,7 @@ def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
                        normal_tissue: NormalTissue | None = None,
-                       extra_objectives: Sequence[Objective] = (),
+                       sparing_objectives: Sequence[Objective] = (),
                        regularisers: Sequence[Objective] = (),
                        x0: np.ndarray | None = None, goal_rounds: int = 6,
                        sparing_rounds: int = 6, iterations_per_step: int = 40,
@@ -270,8 +285,10 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     normal_tissue : NormalTissue, optional
         Voxels for the dose fall-off ring; without it the dose outside targets and goal
         structures is not controlled.
-    extra_objectives : sequence of dose objectives, optional
-        Added to every step (e.g. ``DoseMimicking`` of a predicted dose); over the rows of ``D``.
+    sparing_objectives : sequence of dose objectives, optional
+        Added from step 3 (sparing) on, once the hard goals had their rounds: e.g.
+        ``DoseMimicking`` of a predicted dose, which then shapes the sparing without slowing the
+        way to the hard goals. Over the rows of ``D``.
     regularisers : sequence of fluence objectives, optional
         E.g. ``FluenceSmoothness``; added to every step, with the lowest priority: their
         ``weight`` (a dataclass field, as in :mod:`optim.objectives`) is lowered while a hard
@@ -297,17 +314,26 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         raise ValueError("automatic planning needs at least one target prescription")
     start = time.perf_counter()
     xp = array_module(D)
-    extra_idx = [o.indices for o in extra_objectives if hasattr(o, "indices")]
     used = ([t.indices for t in targets] + [g.indices for g in goals]
-            + [g.objective_indices for g in goals if g.objective_indices is not None] + extra_idx
+            + [g.objective_indices for g in goals if g.objective_indices is not None]
             + ([normal_tissue.indices] if normal_tissue is not None else []))
-    Dr, remap = _restrict(D, used)
+    Dr, rows = _restrict(D, used)
+
+    def remap(indices: Any) -> Any:
+        return xp.searchsorted(rows, xp.asarray(indices))
+
     targets = [replace(t, indices=remap(t.indices)) for t in targets]
     goals = [replace(g, indices=remap(g.indices),
                      objective_indices=None if g.objective_indices is None
                      else remap(g.objective_indices)) for g in goals]
-    extras = [replace(o, indices=remap(o.indices)) if hasattr(o, "indices") else o  # type: ignore
-              for o in extra_objectives]
+    # Rows only the sparing objectives use are appended for step 3: the steps before it do not
+    # carry them (the same products as without them).
+    D_sparing, sparing_extras = Dr, []
+    sparing_idx = [o.indices for o in sparing_objectives if hasattr(o, "indices")]
+    if sparing_idx:
+        D_sparing, remap_sparing = _with_more_rows(D, rows, sparing_idx)
+        sparing_extras = [replace(o, indices=remap_sparing(o.indices))  # type: ignore
+                          if hasattr(o, "indices") else o for o in sparing_objectives]
 
     rx_max = max(t.dose_gy for t in targets)
     base: list[Objective] = []
@@ -317,7 +343,6 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     if normal_tissue is not None:
         base.append(DoseFalloff(remap(normal_tissue.indices), xp.asarray(normal_tissue.distance_mm),
                                 rx_max, FALLOFF_LOW * rx_max, FALLOFF_MM, FALLOFF_WEIGHT))
-    base += extras
 
     if x0 is None:
         ones = xp.ones(Dr.shape[1], dtype=Dr.dtype)
@@ -339,19 +364,19 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     reg_scale = 1.0  # factor on the regularisers' weights, lowered in step 2 if need be
 
-    def run(step: str, objectives: list[Objective], x_start: np.ndarray
+    def run(step: str, objectives: list[Objective], x_start: np.ndarray, matrix: Any
             ) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
         hook = None if progress is None else (lambda p: progress(step, p))
         regs = [] if reg_scale == 0.0 else [
             r if reg_scale == 1.0 else replace(r, weight=r.weight * reg_scale)  # type: ignore
             for r in regularisers]
-        result = optimise_fluence(Dr, objectives, x_start, regularisers=regs,
+        result = optimise_fluence(matrix, objectives, x_start, regularisers=regs,
                                   max_iter=iterations_per_step, rel_tol=rel_tol,
                                   time_limit_s=remaining(), progress=hook)
         totals["iterations"] += result.iterations
         totals["evaluations"] += result.evaluations
-        dose = Dr @ xp.asarray(result.x, dtype=Dr.dtype)
-        achieved = evaluate_goals(dose, goals)
+        dose = matrix @ xp.asarray(result.x, dtype=matrix.dtype)
+        achieved = evaluate_goals(dose, goals)  # goal rows are Dr's, the first rows of matrix
         steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
                                 sum(r.met for r in achieved),
                                 all(r.met for r in achieved if r.hard), result.stop_reason,
@@ -359,7 +384,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         return result.x, achieved
 
     # 1. coverage
-    x, achieved = run("coverage", list(base), x)
+    x, achieved = run("coverage", list(base), x, Dr)
 
     # 2. hard goals, with weights that grow while a hard goal is unmet
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
@@ -389,7 +414,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             if relax:
                 reg_scale = reg_scale / 2.0 if round_ < goal_rounds else 0.0
             rounds_done += 1
-            x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x)
+            x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x,
+                                Dr)
             if all(r.met for r in achieved if r.hard):
                 break
             for i, r in enumerate(achieved):
@@ -421,6 +447,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
     # insisted on), and is undone if that fails. Each optimisation counts as a round.
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
+    sparing_base = base + sparing_extras
     weights = [w if g.hard else GOAL_WEIGHT for g, w in zip(goals, weights)]
     step = SPARING_STEP
     trade_off = ""
@@ -437,14 +464,16 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                 trial_aims[i] = r.value * (1.0 - step)
                 trial_weights[i] *= SOFT_GROWTH
         round_ += 1
-        x_new, new = run(f"sparing {round_}", base + goal_objectives(trial_aims, trial_weights), x)
+        x_new, new = run(f"sparing {round_}",
+                         sparing_base + goal_objectives(trial_aims, trial_weights), x, D_sparing)
         lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
         if lost and round_ < sparing_rounds and not out_of_time():
             for i in lost:
                 insist(i, new[i], trial_aims, trial_weights)
             round_ += 1
             x_new, new = run(f"sparing {round_} (repair)",
-                             base + goal_objectives(trial_aims, trial_weights), x_new)
+                             sparing_base + goal_objectives(trial_aims, trial_weights),
+                             x_new, D_sparing)
             lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
         if lost:
             pushed = [goals[i].label for i in spare if achieved[i].met]

@@ -113,8 +113,8 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
 
 
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
-                     regularisers: Sequence[Any] = (), extra_objectives: Sequence[Any] = (),
-                     x0: np.ndarray | None = None, time_limit_s: float | None = None,
+                     regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
+                     time_limit_s: float | None = None,
                      progress: Callable[[str, Progress], None] | None = None) -> PatientPlan:
     """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
 
@@ -127,12 +127,9 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     regularisers : sequence of fluence objectives, optional
         E.g. ``optim.FluenceSmoothness(optim.neighbour_pairs(beamset.beam_index, row, col))``
         with the beamlets' integer grid positions, for smoother maps and fewer segments.
-    extra_objectives : sequence of dose objectives, optional
-        Added to every step, over rows of ``D`` (e.g. a seed's dose mimicking,
+    sparing_objectives : sequence of dose objectives, optional
+        Added from the sparing step on, over rows of ``D`` (e.g. a seed's dose mimicking,
         :func:`planner.predict.seed.seed_optimiser`).
-    x0 : (n_beamlets,) array, optional
-        Starting fluence (e.g. a seed's warm start); default as
-        :func:`optim.autoplan.plan_automatically`.
     time_limit_s : float, optional
         Wall-time budget of the optimisation.
     progress : callable, optional
@@ -150,7 +147,7 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     problem = fluence_problem(patient, protocol, xp=xp)
     result = plan_automatically(D, problem.targets, problem.goals,
                                 normal_tissue=problem.normal_tissue, regularisers=regularisers,
-                                extra_objectives=extra_objectives, x0=x0,
+                                sparing_objectives=sparing_objectives,
                                 time_limit_s=time_limit_s, progress=progress)
     dose = D @ xp.asarray(result.x, dtype=D.dtype)
     if xp is not np:

@@ -12,9 +12,10 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    (:func:`resample_patient`) for the optimisation and the segment weights.
 3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
    the targets, with the beamlets covering the targets' projection.
-4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (with ``seed=True``:
-   :func:`planner.predict.seed.seed_optimiser`; unseeded with a note otherwise or where the network
-   does not apply), 6. **optimisation** of the fluence
+4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (with ``seed=True``: the dose predicted by
+   :func:`planner.predict.seed.predict_seed` while the Dij is computed, and its mimicking
+   objectives for the sparing step; unseeded with a note otherwise or where the network does not
+   apply), 6. **optimisation** of the fluence
    (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser (fewer
    segments and MU for the same goals),
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
@@ -46,6 +47,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -620,6 +622,24 @@ def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
     return "\n".join(lines)
 
 
+def _predict_seed(patient: Patient, device: str) -> Any:
+    # Imported here: torch takes seconds to import and only the seed needs it.
+    from planner.predict.seed import predict_seed
+
+    return predict_seed(patient, device=device)
+
+
+def _seed_objectives(predicting: Future | None, patient: Patient, D: Any
+                     ) -> tuple[tuple[DoseMimicking, ...], str]:
+    """The seed's sparing objectives and its note (what ``--seed`` asked for, or not)."""
+    if predicting is None:
+        return (), "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
+    from planner.predict.seed import seed_objectives
+
+    seed = predicting.result()
+    return seed_objectives(patient, D, seed), seed.note
+
+
 def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path | None = None, *,
                  out_dir: str | Path, device: str = "auto", beam_count: int = 9,
                  beamlet_mm: float = 5.0, dose_grid_mm: float = 3.0,
@@ -650,10 +670,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     time_limit_s : float, optional, s
         Budget of the fluence optimisation.
     seed : bool
-        Seed the fluence optimisation with the dose prediction where it applies
-        (:func:`planner.predict.seed.seed_optimiser`). Off by default: on the OpenKBP validation
-        patients the seeded plans spare the organs far better at equal target coverage but
-        reach the hard goals later (``benchmarks/results/seeding_openkbp.md``).
+        Seed the fluence optimisation with the dose prediction where it applies: predicted
+        (:func:`planner.predict.seed.predict_seed`) while the Dij is computed, its dose mimicking
+        joins the sparing step (``benchmarks/results/seeding_openkbp.md``).
     allow_conflicts : bool
         Plan even when the protocol conflicts with the structures (reported, not raised).
     overwrite : bool
@@ -739,18 +758,13 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     density = to_device(patient.density, device)
     calculated = to_device(dose_calculation_mask(dose_patient), device)
-    dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
-    D = dij.matrix
-    step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
-
-    seed_objectives, seed_x0 = (), None
-    seed_note = "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
-    if seed:
-        # Imported here: torch takes seconds to import and only the seed needs it.
-        from planner.predict.seed import seed_optimiser
-
-        seeding = seed_optimiser(dose_patient, D, device=device)
-        seed_objectives, seed_x0, seed_note = seeding.objectives, seeding.x0, seeding.note
+    # The network needs no Dij: it predicts on a second thread while the Dij is computed.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        predicting = pool.submit(_predict_seed, dose_patient, device) if seed else None
+        dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
+        D = dij.matrix
+        step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
+        sparing_objectives, seed_note = _seed_objectives(predicting, dose_patient, D)
     step("seed", seed_note)
 
     def on_iteration(name: str, p: Progress) -> None:
@@ -760,7 +774,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     fluence = optimise_patient(dose_patient, D, protocol,
                                regularisers=[smoothness_regulariser(beamset)],
-                               extra_objectives=seed_objectives, x0=seed_x0,
+                               sparing_objectives=sparing_objectives,
                                time_limit_s=time_limit_s, progress=on_iteration)
     result = fluence.result
     for s in result.steps:

@@ -1,20 +1,25 @@
 """Seed the fluence optimiser with a predicted dose (knowledge-based planning, issue 6 point 5).
 
-The prediction enters in two ways (DESIGN.md, "Knowledge-based seeding"):
+The prediction enters as **dose-mimicking objectives** in the sparing step of
+:func:`optim.autoplan.plan_automatically` (its ``sparing_objectives``): one
+:class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue (every
+second voxel along each axis), on voxels outside the targets, penalising only dose *above* the
+prediction (``under=0``). They can only pull dose down outside the targets, never raise it; the
+targets keep their own prescription objectives, and a sparing step that loses a goal met before
+is undone, so a poor prediction cannot buy an unsafe plan (at worst it costs sparing).
 
-- **dose-mimicking objectives**, added to every step of :func:`optim.autoplan.plan_automatically`:
-  one :class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue
-  (every second voxel along each axis), on voxels outside the targets, penalising only dose
-  *above* the prediction (``under=0``). They can only pull dose down outside the targets, never
-  raise it, and the targets keep their own prescription objectives; the clinical hard goals are
-  enforced on top by the optimiser's adaptive weights, so a poor prediction cannot buy an unsafe
-  plan (at worst it costs sparing or time).
-- **a warm start**: beamlet weights fitted by least squares (``x >= 0``) of ``D x`` to the
-  prediction over the voxels where dose is possible (every second voxel along each axis).
+Why only from the sparing step, and why no warm start (measured on OpenKBP validation patients,
+``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step and the fluence
+started from a least-squares fit of the prediction, the plans spared the organs better but reached
+the hard goals later and on fewer patients. The warm start alone (mimicking from the sparing step)
+cost 14-29 more iterations to the hard goals on 2 of 4 patients and a hard goal on a third. So the
+way to the hard goals is the unseeded one, iteration for iteration, and the prediction then
+shapes the sparing. The network needs no Dij: :func:`predict_seed` can run while the Dij is
+computed (as :func:`planner.pipeline.plan_patient` does).
 
 Where the network does not apply (:func:`planner.predict.infer.unsupported_reason`) or no model is
-available, :func:`seed_optimiser` returns an empty :class:`Seed` whose ``note`` says why, and the
-optimiser runs unseeded.
+available, :func:`predict_seed` returns a :class:`Seed` without a dose whose ``note`` says why,
+and the optimiser runs unseeded.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from optim.fluence import optimise_fluence
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
 from planner.patient import Patient
@@ -41,27 +45,23 @@ from planner.predict.infer import (
 #: Weight of each mimicking objective: that of the optimiser's dose fall-off ring
 #: (``optim.autoplan.FALLOFF_WEIGHT``), 100x below the targets' prescription objectives.
 MIMIC_WEIGHT = 1.0
-#: L-BFGS-B iterations of the warm-start fit (a start, not a plan).
-WARM_START_ITERATIONS = 50
 SUBSAMPLE = 2
 
 
 @dataclass(frozen=True)
 class Seed:
-    """What a prediction adds to the fluence optimisation.
+    """A predicted dose to seed the optimiser with, or why there is none.
 
-    objectives : DoseMimicking objectives over rows of ``D`` (empty when unseeded)
-    x0 : (n_beamlets,) float64 array, or None (the optimiser's default start)
+    dose_gy : (nz, ny, nx) float32 array on the patient grid, Gy; None when unseeded
     note : one line for the user: seeded, or unseeded and why
     """
 
-    objectives: tuple[DoseMimicking, ...] = field(repr=False)
-    x0: np.ndarray | None = field(repr=False)
+    dose_gy: np.ndarray | None = field(repr=False)
     note: str
 
     @property
     def seeded(self) -> bool:
-        return bool(self.objectives)
+        return self.dose_gy is not None
 
 
 def _array_module_of(D: Any) -> Any:
@@ -106,53 +106,23 @@ def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any 
     return tuple(objectives)
 
 
-def warm_start(D: Any, patient: Patient, predicted_gy: np.ndarray,
-               iterations: int = WARM_START_ITERATIONS) -> np.ndarray | None:
-    """Beamlet weights ``x >= 0`` whose dose ``D x`` fits ``predicted_gy`` in least squares.
-
-    Over every second voxel (along each axis) where dose is possible. Starts from uniform weights
-    scaled to the prediction's mean there. None when the prediction is 0 everywhere there.
-
-    Parameters
-    ----------
-    D : (n_voxels, n_beamlets) sparse matrix, Gy per unit weight (scipy or cupyx)
-    patient : Patient
-    predicted_gy : (nz, ny, nx) float array, Gy, on the patient grid
-    iterations : int
-    """
-    xp = _array_module_of(D)
-    rows = np.flatnonzero((dose_possible_mask(patient) & _subsample(patient.grid.shape)).ravel())
-    reference = np.asarray(predicted_gy, dtype=np.float64).ravel()[rows]
-    if rows.size == 0 or not reference.any():
-        return None
-    rows_xp = xp.asarray(rows)
-    unit = D[rows_xp] @ xp.ones(D.shape[1], dtype=D.dtype)
-    scale = float(reference.mean()) / max(float(unit.mean()), 1e-12)
-    # D restricted to the fitted rows: the same fit, without carrying the other rows.
-    fit = DoseMimicking(xp.arange(rows.size), xp.asarray(reference), 1.0)
-    result = optimise_fluence(D[rows_xp], [fit], np.full(D.shape[1], scale),
-                              max_iter=iterations)
-    return np.asarray(result.x, dtype=np.float64)
-
-
-def seed_from_dose(patient: Patient, D: Any, predicted_gy: np.ndarray, note: str) -> Seed:
-    """The :class:`Seed` of a dose on the patient grid (rows of ``D`` = grid voxels, C order)."""
+def seed_objectives(patient: Patient, D: Any, seed: Seed) -> tuple[DoseMimicking, ...]:
+    """The sparing objectives of ``seed`` for a Dij whose rows are ``patient``'s grid voxels
+    (C order); empty when unseeded."""
     if D.shape[0] != patient.grid.size:
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
-    xp = _array_module_of(D)
-    return Seed(mimicking_objectives(patient, predicted_gy, xp=xp),
-                warm_start(D, patient, predicted_gy), note)
+    if seed.dose_gy is None:
+        return ()
+    return mimicking_objectives(patient, seed.dose_gy, xp=_array_module_of(D))
 
 
-def seed_optimiser(patient: Patient, D: Any, model_path: Path | None = None,
-                   device: str = "auto") -> Seed:
-    """Predict ``patient``'s dose and turn it into a :class:`Seed`, or say why not.
+def predict_seed(patient: Patient, model_path: Path | None = None, device: str = "auto") -> Seed:
+    """Predict ``patient``'s dose for seeding, or say why not.
 
     Parameters
     ----------
     patient : Patient
-    D : (n_voxels, n_beamlets) sparse matrix, Gy per unit weight; rows are the patient grid's
-        voxels in C order.
+        On the grid the Dij will have (the dose grid).
     model_path : Path, optional
         Network weights (default: those shipped in ``data/models``).
     device : {"auto", "cpu", "cuda"}
@@ -161,17 +131,17 @@ def seed_optimiser(patient: Patient, D: Any, model_path: Path | None = None,
     Returns
     -------
     Seed
-        Empty, with ``note`` starting ``"unseeded:"``, when the patient is outside what the
-        network was trained on or no weights are available.
+        Without a dose, and with ``note`` starting ``"unseeded:"``, when the patient is outside
+        what the network was trained on or no weights are available.
     """
     reason = unsupported_reason(patient)
     if reason is not None:
-        return Seed((), None, f"unseeded: {reason}")
+        return Seed(None, f"unseeded: {reason}")
     try:
         model = load_model(model_path, torch_device(device))
     except InputError as error:
-        return Seed((), None, f"unseeded: {error}")
+        return Seed(None, f"unseeded: {error}")
     prediction = predict_dose(patient, model)
     organs = ", ".join(f"{k}={v}" for k, v in prediction.organs.items())
-    return seed_from_dose(patient, D, prediction.dose_gy,
-                          f"seeded by the dose prediction (organs recognised: {organs})")
+    return Seed(prediction.dose_gy, f"seeded by the dose prediction in the sparing step "
+                                    f"(organs recognised: {organs})")

@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     parser.add_argument("--predictions", type=Path, default=None,
                         help="folder of predicted doses pt_N.csv[.gz] (or pt_N/dose.csv[.gz])")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="model weights (default: data/models/openkbp_unet.pt)")
+    parser.add_argument("--model", type=Path, action="append", default=None,
+                        help="model weights (default: data/models/openkbp_unet.pt); given more "
+                             "than once, the mean of their doses (an ensemble) is scored")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_threads_option(parser)
     parser.add_argument("--csv", type=Path, default=None, help="also write per-patient scores here")
@@ -52,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
     model = None
     if args.predictions is None:
         from planner.predict.infer import load_model, predict_dose, torch_device
+        from planner.predict.model import DoseEnsemble
 
         set_threads(args.threads)
-        model = load_model(args.model, torch_device(args.device))
+        device = torch_device(args.device)
+        models = [load_model(path, device) for path in args.model or [None]]
+        model = models[0] if len(models) == 1 else DoseEnsemble(models)
     scores: list[PatientScores] = []
     print(f"{'patient':<12} {'dose score (Gy)':>15} {'DVH score (Gy)':>14}")
     for folder in folders:

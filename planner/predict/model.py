@@ -109,3 +109,31 @@ class DoseUNet(nn.Module):
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
             h = decoder(torch.cat([up(h), skip], dim=1))
         return depth_to_space(self.head(h)) * self.dose_scale_gy
+
+
+class DoseEnsemble(nn.Module):
+    """The mean dose of several :class:`DoseUNet` of one configuration.
+
+    Used for a snapshot ensemble: the weights one training run reaches at the ends of its
+    learning-rate cycles (Huang et al., "Snapshot ensembles: train 1, get M for free", ICLR 2017),
+    whose errors differ enough that their mean predicts better than either.
+    """
+
+    def __init__(self, members: list[DoseUNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if any(m.config() != members[0].config() for m in members):
+            raise ValueError("ensemble members must share one configuration")
+        self.members = nn.ModuleList(members)
+
+    def config(self) -> dict[str, float | int]:
+        """The members' configuration."""
+        return self.members[0].config()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+#: What :func:`planner.predict.infer.load_model` returns.
+DoseModel = DoseUNet | DoseEnsemble

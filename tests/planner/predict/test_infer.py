@@ -30,7 +30,7 @@ from planner.predict.infer import (
     unsupported_reason,
 )
 from planner.predict.metrics import overall_scores, score_patient
-from planner.predict.model import DoseUNet
+from planner.predict.model import DoseEnsemble, DoseUNet
 
 
 def _linear(grid: Grid) -> np.ndarray:
@@ -126,6 +126,24 @@ def test_save_load_round_trip(tmp_path: Path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(InputError, match=r"bad\.pt: not a planner dose model"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_ensemble_round_trip_is_the_mean_of_its_members(tmp_path: Path):
+    torch.manual_seed(1)
+    members = [DoseUNet(len(CHANNELS), 16, 2).eval() for _ in range(2)]
+    x = torch.randn(1, len(CHANNELS), 32, 32, 32)
+    with torch.no_grad():
+        mean = 0.5 * (members[0](x) + members[1](x))
+        path = save_model(DoseEnsemble(members), tmp_path / "e.pt", {})
+        loaded = load_model(path)
+        assert isinstance(loaded, DoseEnsemble) and len(loaded.members) == 2
+        assert json.loads((tmp_path / "e.json").read_text())["members"] == 2
+        # float16 storage: 11 bits of mantissa, so relative weight errors below 2^-11
+        assert torch.allclose(loaded(x), mean, rtol=0.0, atol=5e-3 * float(mean.abs().max()))
+    single = save_model(members[0], tmp_path / "m.pt", {})
+    assert path.stat().st_size < 1.2 * single.stat().st_size  # two members at half the size
+    with pytest.raises(ValueError, match="share one configuration"):
+        DoseEnsemble([DoseUNet(len(CHANNELS), 4, 2), DoseUNet(len(CHANNELS), 8, 2)])
 
 
 def test_shipped_model_matches_its_card():

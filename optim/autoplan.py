@@ -18,7 +18,9 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
    growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
    before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
-   halved, and the trade-off that stopped progress is recorded.
+   halved, and the trade-off that stopped progress is recorded. A step lost with the sparing
+   objectives is undone and the sparing goes on without them (from the first step, the plan is
+   then the one made without them), so they only ever add steps that kept every goal met.
 
 Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
 rows of ``D`` that some objective or goal uses (the matrix is restricted to them once; the rows
@@ -447,11 +449,11 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
     # insisted on), and is undone if that fails. Each optimisation counts as a round.
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
-    sparing_base = base + sparing_extras
     weights = [w if g.hard else GOAL_WEIGHT for g, w in zip(goals, weights)]
     step = SPARING_STEP
     trade_off = ""
     round_ = 0
+    with_extras = bool(sparing_extras)
     while round_ < sparing_rounds and (spare or not all(r.met for r in achieved)):
         if out_of_time():
             notes.append("time limit in sparing")
@@ -463,18 +465,29 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             elif r.met and i in spare:
                 trial_aims[i] = r.value * (1.0 - step)
                 trial_weights[i] *= SOFT_GROWTH
+        first_round = round_
+        extras, matrix, tag = ((sparing_extras, D_sparing, " with sparing objectives")
+                               if with_extras else ([], Dr, ""))
         round_ += 1
-        x_new, new = run(f"sparing {round_}",
-                         sparing_base + goal_objectives(trial_aims, trial_weights), x, D_sparing)
+        x_new, new = run(f"sparing {round_}{tag}",
+                         base + extras + goal_objectives(trial_aims, trial_weights), x, matrix)
         lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
         if lost and round_ < sparing_rounds and not out_of_time():
             for i in lost:
                 insist(i, new[i], trial_aims, trial_weights)
             round_ += 1
-            x_new, new = run(f"sparing {round_} (repair)",
-                             sparing_base + goal_objectives(trial_aims, trial_weights),
-                             x_new, D_sparing)
+            x_new, new = run(f"sparing {round_} (repair){tag}",
+                             base + extras + goal_objectives(trial_aims, trial_weights),
+                             x_new, matrix)
             lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
+        if lost and with_extras:
+            # The sparing objectives ask for more than the goals allow here: the step is undone
+            # and the sparing goes on without them, as it would have gone (rounds not counted).
+            with_extras = False
+            round_ = first_round
+            notes.append("sparing objectives dropped (with them a sparing step lost "
+                         f"{', '.join(goals[i].label for i in lost)})")
+            continue
         if lost:
             pushed = [goals[i].label for i in spare if achieved[i].met]
             pushed += [r.label for r in achieved if not r.met and not r.hard]

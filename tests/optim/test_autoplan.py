@@ -161,23 +161,30 @@ def test_dose_mimicking_sparing_objective_stays_aligned(toy):
     assert mimicked_steps == steps  # the steps before the sparing are those without it
 
 
-def test_sparing_objective_that_costs_a_goal_is_repaired_or_undone(toy):
+def test_sparing_objective_that_costs_a_goal_is_dropped(toy):
     """A sparing objective asking for no dose at all outside the target (a prediction of 0 Gy,
-    weighted far above the goals) loses the PTV goals in its sparing step: the repair round runs
-    with it, and the step is undone, so every hard goal met before stays met."""
+    weighted far above the goals) loses the PTV goals in the first sparing step, and its repair
+    fails: the step is undone, the objective dropped, and the plan is the one made without it."""
     D, target, core, ring = toy
     t = np.flatnonzero(target)
     outside = np.flatnonzero(~target & (D.getnnz(1) > 0))
     nothing = DoseMimicking(outside, np.zeros(outside.size), weight=1e4, under=0.0, over=1.0)
     # Half the ring, so that the sparing objective has rows of its own (appended for step 3).
     half_ring = NormalTissue(ring.indices[::2], ring.distance_mm[::2])
-    result = plan_automatically(D, [TargetDose("PTV", t, 50.0)], tg119_goals(target, core),
-                                normal_tissue=half_ring, sparing_objectives=[nothing],
-                                sparing_rounds=2)
-    assert [s.step for s in result.steps][-2:] == ["sparing 1", "sparing 2 (repair)"]
-    assert not result.steps[-1].hard_goals_met
-    assert all(r.met for r in result.goals if r.hard), result.goals
-    assert "further loses PTV" in result.stopped_by
+
+    def plan(sparing_objectives: list):
+        return plan_automatically(D, [TargetDose("PTV", t, 50.0)], tg119_goals(target, core),
+                                  normal_tissue=half_ring, sparing_objectives=sparing_objectives,
+                                  sparing_rounds=3)
+
+    without, dropped = plan([]), plan([nothing])
+    tried = [s.step for s in dropped.steps if s.step.endswith("with sparing objectives")]
+    assert tried == ["sparing 1 with sparing objectives",
+                     "sparing 2 (repair) with sparing objectives"]
+    assert "sparing objectives dropped (with them a sparing step lost PTV" in dropped.stopped_by
+    assert ([(s.step, s.iterations) for s in dropped.steps if s.step not in tried]
+            == [(s.step, s.iterations) for s in without.steps])
+    np.testing.assert_array_equal(dropped.x, without.x)
 
 
 def test_strong_smoothness_gives_way_to_hard_goals(toy):

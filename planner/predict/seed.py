@@ -6,7 +6,8 @@ The prediction enters as **dose-mimicking objectives** in the sparing step of
 second voxel along each axis), on voxels outside the targets, penalising only dose *above* the
 prediction (``under=0``). They can only pull dose down outside the targets, never raise it; the
 targets keep their own prescription objectives, and a sparing step that loses a goal met before
-is undone, so a poor prediction cannot buy an unsafe plan (at worst it costs sparing).
+with them is undone and the sparing goes on without them, so a poor prediction cannot buy an
+unsafe plan (at worst it costs two optimisations).
 
 Why only from the sparing step, and why no warm start (measured on OpenKBP validation patients,
 ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step and the fluence

@@ -217,10 +217,14 @@ def goal_objective(goal: PlanGoal, aim: float, weight: float) -> Objective:
     return cls(idx, goal.parameter, min(max(aim, 0.0), 1.0), weight)
 
 
+def _rows_used(xp: Any, index_arrays: Sequence[Any]) -> Any:
+    """The sorted row numbers that some index array uses."""
+    return xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+
+
 def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any]:
     """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``."""
-    xp = array_module(D)
-    rows = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+    rows = _rows_used(array_module(D), index_arrays)
     return D[rows], rows
 
 
@@ -229,7 +233,7 @@ def _with_more_rows(D: Any, rows: Any, index_arrays: Sequence[Any]
     """``D[rows]`` with the rows the index arrays use beyond ``rows`` appended below, so that
     row numbers into ``D[rows]`` stay valid; and a map from ``D``'s row numbers to the new ones."""
     xp = array_module(D)
-    wanted = xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
+    wanted = _rows_used(xp, index_arrays)
     extra = wanted[~xp.isin(wanted, rows)]
 
     def remap(indices: Any) -> Any:

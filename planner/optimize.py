@@ -112,6 +112,13 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
     return FluenceProblem(targets, goals, normal, mapping)
 
 
+def dij_array_module(D: Any) -> Any:
+    """cupy for a cupyx sparse Dij (the GPU: index arrays over its rows must live there too),
+    else numpy."""
+    cupy = sys.modules.get("cupy")
+    return cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
+
+
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
                      regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
                      time_limit_s: float | None = None,
@@ -141,9 +148,7 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     """
     if D.shape[0] != patient.grid.size:
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
-    # A cupyx sparse Dij means the GPU: the index arrays must live there too.
-    cupy = sys.modules.get("cupy")
-    xp = cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
+    xp = dij_array_module(D)
     problem = fluence_problem(patient, protocol, xp=xp)
     result = plan_automatically(D, problem.targets, problem.goals,
                                 normal_tissue=problem.normal_tissue, regularisers=regularisers,

@@ -74,7 +74,7 @@ def save_model(model: DoseModel, path: Path, card: dict, *, overwrite: bool = Fa
     path = Path(path)
     write_file_atomic(path, lambda tmp: torch.save(payload, tmp), overwrite=overwrite)
     card = {**card, "model": type(model).__name__, "config": model.config(),
-            "members": len(payload.get("states", [None])),
+            "members": len(model.members) if isinstance(model, DoseEnsemble) else 1,
             "parameters": sum(p.numel() for p in model.parameters()),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     write_file_atomic(path.with_suffix(".json"),

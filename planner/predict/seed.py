@@ -25,7 +25,6 @@ and the optimiser runs unseeded.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
+from planner.optimize import dij_array_module
 from planner.patient import Patient
 from planner.predict.infer import (
     dose_possible_mask,
@@ -63,12 +63,6 @@ class Seed:
     @property
     def seeded(self) -> bool:
         return self.dose_gy is not None
-
-
-def _array_module_of(D: Any) -> Any:
-    """cupy for a cupyx sparse matrix (the GPU), else numpy."""
-    cupy = sys.modules.get("cupy")
-    return cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
 
 
 def _subsample(shape: tuple[int, ...]) -> np.ndarray:
@@ -114,7 +108,7 @@ def seed_objectives(patient: Patient, D: Any, seed: Seed) -> tuple[DoseMimicking
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
     if seed.dose_gy is None:
         return ()
-    return mimicking_objectives(patient, seed.dose_gy, xp=_array_module_of(D))
+    return mimicking_objectives(patient, seed.dose_gy, xp=dij_array_module(D))
 
 
 def predict_seed(patient: Patient, model_path: Path | None = None, device: str = "auto") -> Seed:

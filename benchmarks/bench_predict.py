@@ -77,7 +77,8 @@ def main() -> None:
                                                 torch.device("cpu"), config.dvh_weight),
                             args.steps)
         model.eval()
-        predict = _median_time(lambda: predict_inputs(model, case.inputs()), 2)
+        predict = _median_time(
+            lambda: predict_inputs(model, case.inputs(), average_views=False), 2)
         print(f"train step, crop {crop or 128}^3: {step:.2f} s; validation prediction "
               f"{predict:.2f} s; epoch (80 steps + 15 predictions) about "
               f"{(80 * step + 15 * predict) / 60:.1f} min")

@@ -117,12 +117,12 @@ def _set_rng_state(state: dict, rng: np.random.Generator) -> None:
 
 def score_cases(model: DoseUNet, cases: list[Case]) -> list[PatientScores]:
     """The challenge's scores of the model's single-pass predictions on whole cached patients
-    (half the cost of the mirror average :func:`predict_inputs` makes by default, which scores
-    a little better; per-epoch scores only rank the epochs)."""
+    (a sixth of the cost of the view average :func:`predict_inputs` makes by default, which
+    scores better; per-epoch scores only rank the epochs)."""
     model.eval()
     scores = []
     for case in cases:
-        predicted = predict_inputs(model, case.inputs(), mirror_average=False).cpu().numpy()
+        predicted = predict_inputs(model, case.inputs(), average_views=False).cpu().numpy()
         scores.append(score_patient(case.name, case.dose_gy, predicted, case.possible_dose_mask,
                                     case.rois, case.targets, case.voxel_volume_mm3))
     return scores

@@ -20,6 +20,7 @@ from planner.phantoms import cshape_phantom
 from planner.predict.data import CHANNELS, MIRRORED_CHANNELS
 from planner.predict.infer import (
     DEFAULT_MODEL,
+    VIEW_SHIFTS_VOXELS,
     load_model,
     network_grid,
     openkbp_organs,
@@ -27,6 +28,7 @@ from planner.predict.infer import (
     predict_inputs,
     resample,
     save_model,
+    shift_volume,
     unsupported_reason,
 )
 from planner.predict.metrics import overall_scores, score_patient
@@ -176,21 +178,52 @@ def test_shipped_model_predicts_validation_patients(openkbp_dir: Path):
     assert dose_score < 5.0 and dvh_score < 5.0, scores
 
 
-def test_mirror_average_is_mirror_symmetric():
-    """Averaged over the mirror image, the prediction for a mirrored patient (flipped, parotids
+def test_view_average_is_mirror_symmetric():
+    """Averaged over the views, the prediction for a mirrored patient (flipped, parotids
     swapped) is the mirrored prediction, to float rounding; a single pass of an untrained
-    network is not. The average is that of the two raw passes, then clipped at 0 Gy."""
+    network is not."""
     model = _tiny_model()
     x = torch.rand(len(CHANNELS), 32, 32, 32)
     left, right = CHANNELS.index("LeftParotid"), CHANNELS.index("RightParotid")
     swap = [right if c == left else left if c == right else c for c in range(len(CHANNELS))]
     assert list(MIRRORED_CHANNELS) == swap
     mirrored = x.flip(-1)[swap]
-    averaged = predict_inputs(model, x)
-    assert torch.allclose(predict_inputs(model, mirrored), averaged.flip(-1), atol=1e-6)
-    single = predict_inputs(model, x, mirror_average=False)
-    assert not torch.allclose(predict_inputs(model, mirrored, mirror_average=False).flip(-1),
+    assert torch.allclose(predict_inputs(model, mirrored), predict_inputs(model, x).flip(-1),
+                          atol=1e-6)
+    single = predict_inputs(model, x, average_views=False)
+    assert not torch.allclose(predict_inputs(model, mirrored, average_views=False).flip(-1),
                               single, atol=1e-4)
+
+
+def test_view_average_is_the_mean_of_the_shifted_passes():
+    """The view average, written out by hand with numpy's slicing: each shifted, mirrored or
+    not, predicted and moved back; the mean of the raw passes, then clipped at 0 Gy."""
+    model = _tiny_model()
+    x = torch.rand(len(CHANNELS), 32, 32, 32)
+    mirrored = x.flip(-1)[list(MIRRORED_CHANNELS)]
+
+    def by_hand(volume: np.ndarray, shift: tuple[int, int, int]) -> np.ndarray:
+        # np.pad with "edge" repeats the border voxel, the meaning shift_volume documents
+        pad = [(0, 0)] * (volume.ndim - 3) + [(max(v, 0), max(-v, 0)) for v in shift]
+        padded = np.pad(volume, pad, mode="edge")
+        return padded[(..., *(slice(max(-v, 0), max(-v, 0) + n)
+                              for v, n in zip(shift, volume.shape[-3:])))]
+
+    passes = []
     with torch.no_grad():
-        raw = 0.5 * (model(x[None])[0, 0] + model(mirrored[None])[0, 0].flip(-1))
-    assert torch.allclose(averaged, raw.clamp_min(0.0), atol=1e-6)
+        for shift in VIEW_SHIFTS_VOXELS:
+            back = tuple(-v for v in shift)
+            for image, flip in ((x, False), (mirrored, True)):
+                moved = torch.from_numpy(by_hand(image.numpy(), shift).copy())
+                dose = by_hand(model(moved[None])[0, 0].numpy(), back)
+                passes.append(dose[..., ::-1] if flip else dose)
+    expected = np.clip(np.mean(passes, axis=0), 0.0, None)
+    assert len(passes) == 6 and (0, 0, 0) in VIEW_SHIFTS_VOXELS
+    np.testing.assert_allclose(predict_inputs(model, x).numpy(), expected, atol=1e-6)
+
+
+def test_shift_volume_moves_content_and_repeats_the_edge():
+    x = torch.arange(4.0).reshape(1, 1, 4)[None].expand(1, 2, 1, 4).contiguous()
+    assert shift_volume(x, (0, 0, 1))[0, 0, 0].tolist() == [0.0, 0.0, 1.0, 2.0]
+    assert shift_volume(x, (0, 0, -2))[0, 0, 0].tolist() == [2.0, 3.0, 3.0, 3.0]
+    assert torch.equal(shift_volume(x, (0, 0, 0)), x)

@@ -65,6 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"preprocessed-patient cache (default {DEFAULT_CACHE})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_threads_option(parser)
+    parser.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                        help="start from these network weights (a model.pt of the same size) "
+                             "with a fresh optimiser, e.g. to fine-tune on whole volumes "
+                             "(--crop 0) after training on crops")
     parser.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt")
     parser.add_argument("--force", action="store_true", help="start again over an existing OUT")
     parser.set_defaults(run=run)
@@ -87,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(TrainConfig(), **given)
     history = train(args.data_dir / "train-pats", args.data_dir / "validation-pats", args.out,
                     config, cache_dir=args.cache, device=args.device, resume=args.resume,
-                    overwrite=args.force, progress=lambda line: print(line, flush=True))
+                    overwrite=args.force, initial_model=args.init,
+                    progress=lambda line: print(line, flush=True))
     if history:
         best = min(history, key=lambda h: h["val_dose_score_gy"])
         print(f"best: epoch {best['epoch']}, validation dose score "

@@ -12,6 +12,7 @@ D99/D95/D1/D0.1cc/Dmean included, and it is differentiable.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -34,7 +35,7 @@ from planner.predict.data import (
     patient_folders,
     prepare_cache,
 )
-from planner.predict.infer import predict_inputs, save_model, torch_device
+from planner.predict.infer import load_model, predict_inputs, save_model, torch_device
 from planner.predict.metrics import PatientScores, overall_scores, score_patient
 from planner.predict.model import DoseUNet
 
@@ -146,18 +147,22 @@ def _train_step(model: DoseUNet, optimiser: torch.optim.Optimizer, case: Case,
 
 def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
           cache_dir: Path, device: str = "auto", resume: bool = False, overwrite: bool = False,
+          initial_model: Path | None = None,
           progress: Callable[[str], None] = print) -> list[dict]:
     """Train (or resume training) a :class:`DoseUNet`; returns the per-epoch history.
 
     After each epoch ``out_dir/checkpoint.pt`` holds model, optimiser, epoch, history, config
     and every random-number state, so ``resume=True`` continues exactly where it stopped; the
     best model so far by validation dose score is ``out_dir/model.pt`` with its JSON card.
+    ``initial_model`` (a saved single network of the configured size) starts a new run from its
+    weights with a fresh optimiser: to fine-tune, e.g. on whole volumes after training on crops.
 
     Raises
     ------
     InputError
         ``out_dir`` already holds a checkpoint and neither ``resume`` nor ``overwrite`` is set;
-        or ``resume`` without a checkpoint; or unreadable data.
+        or ``resume`` without a checkpoint; or ``initial_model`` with ``resume``, or not a single
+        network of the configured size; or unreadable data.
     """
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT
@@ -166,6 +171,9 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
                          f"--force to start again)")
     if resume and not checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: no checkpoint to resume")
+    if resume and initial_model is not None:
+        raise InputError(f"{initial_model}: a resumed run continues its checkpoint's weights; "
+                         f"initial weights start a new run")
     saved = None
     if resume:
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -189,6 +197,15 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
     val_cases = [load_case(p) for p in prepare_cache(val_folders, cache_dir, progress)]
 
     model = DoseUNet(len(CHANNELS), config.base_channels, config.levels).to(torch_dev)
+    initial = None
+    if initial_model is not None:
+        loaded = load_model(initial_model)
+        if not isinstance(loaded, DoseUNet) or loaded.config() != model.config():
+            raise InputError(f"{initial_model}: not a single network of this run's size "
+                             f"({model.config()})")
+        model.load_state_dict(loaded.state_dict())
+        initial = {"path": str(initial_model),
+                   "sha256": hashlib.sha256(Path(initial_model).read_bytes()).hexdigest()}
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     history: list[dict] = []
     start_epoch = 0
@@ -197,6 +214,7 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
         optimiser.load_state_dict(saved["optimiser"])
         history = saved["history"]
         start_epoch = saved["epoch"]
+        initial = saved.get("initial_weights")
         _set_rng_state(saved["rng"], rng)
         progress(f"resuming {checkpoint_path} after epoch {start_epoch}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,13 +249,15 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
                 "scores": {"validation": {"dose_score_gy": val_dose, "dvh_score_gy": val_dvh,
                                           "patients": len(val_cases)}},
                 "train_config": dataclasses.asdict(config),
+                "initial_weights": initial,
                 "device": torch_dev.type,
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             }
             save_model(model, out_dir / BEST_MODEL, card, overwrite=True)
         state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(),
                  "epoch": epoch + 1, "history": history, "config": dataclasses.asdict(config),
-                 "rng": _rng_state(rng)}
+                 "rng": _rng_state(rng),
+                 "initial_weights": initial}
         write_file_atomic(checkpoint_path, lambda tmp: torch.save(state, tmp), overwrite=True)
     write_file_atomic(out_dir / "history.json",
                       lambda tmp: tmp.write_text(json.dumps(history, indent=2) + "\n"),

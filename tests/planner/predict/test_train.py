@@ -126,3 +126,26 @@ def test_bad_crop(openkbp_dir: Path, cache_dir: Path, tmp_path: Path):
     with pytest.raises(InputError, match=r"--crop: must be a multiple of 32 \(2 \*\* levels\), "
                                          r"got 48"):
         train(*_split(openkbp_dir), tmp_path, TrainConfig(crop=48), cache_dir=cache_dir)
+
+
+def test_initial_weights_start_a_new_run(openkbp_dir: Path, cache_dir: Path, tmp_path: Path,
+                                         tiny):
+    """A run from a trained model's weights at learning rate 0 scores exactly what that model
+    scored; its card names the weights. Weights of another size, or with --resume, are refused."""
+    train_dir, val_dir = _split(openkbp_dir)
+    quiet = {"cache_dir": cache_dir, "device": "cpu", "progress": lambda line: None}
+    first = train(train_dir, val_dir, tmp_path / "a", tiny, **quiet)
+    weights = tmp_path / "a" / "model.pt"
+    frozen = dataclasses.replace(tiny, epochs=1, learning_rate=0.0, lr_schedule="constant",
+                                 seed=tiny.seed + 1)
+    again = train(train_dir, val_dir, tmp_path / "b", frozen, initial_model=weights, **quiet)
+    assert again[0]["val_dose_score_gy"] == min(h["val_dose_score_gy"] for h in first)
+    card = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert card["initial_weights"] == {"path": str(weights),
+                                       "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    wider = dataclasses.replace(frozen, base_channels=2 * tiny.base_channels)
+    with pytest.raises(InputError, match=r"model\.pt: not a single network of this run's size"):
+        train(train_dir, val_dir, tmp_path / "c", wider, initial_model=weights, **quiet)
+    with pytest.raises(InputError, match=r"model\.pt: a resumed run continues"):
+        train(train_dir, val_dir, tmp_path / "b", frozen, initial_model=weights, resume=True,
+              **quiet)

@@ -7,7 +7,9 @@ second voxel along each axis), on voxels outside the targets, penalising only do
 prediction (``under=0``). They can only pull dose down outside the targets, never raise it; the
 targets keep their own prescription objectives, and a sparing step that loses a goal met before
 with them is undone and the sparing goes on without them, so a poor prediction cannot buy an
-unsafe plan (at worst it costs two optimisations).
+unsafe plan. At worst it costs two optimisations, or a kept step with them settles the soft goals
+still unmet differently (OpenKBP pt_202: the right parotid's mean dose met, PTV63 and PTV56
+D95 >= 100 % missed, where the unseeded plan had it the other way round).
 
 Why only from the sparing step, and why no warm start (measured on OpenKBP validation patients,
 ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step and the fluence

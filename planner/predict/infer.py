@@ -108,7 +108,7 @@ VIEW_SHIFTS_VOXELS = ((0, 0, 0), (1, 1, 1), (-1, -1, -1))
 
 def shift_volume(x: torch.Tensor, shift: tuple[int, ...]) -> torch.Tensor:
     """``x`` (``(..., D, H, W)``, at least 4-D) moved by ``shift`` voxels along its last three
-    axes, same shape: the voxels moved out are dropped and the edge voxels repeated in their place."""
+    axes, same shape: the voxels moved out are dropped, the edge voxels repeated in their place."""
     pad = []
     for v in reversed(shift):  # F.pad takes the last axis first
         pad += [max(v, 0), max(-v, 0)]
@@ -132,8 +132,8 @@ def predict_inputs(model: DoseModel, inputs: np.ndarray | torch.Tensor, *,
     pass 3.468 / 2.136, the mirror pair 3.396 / 2.058, the 6 views 3.361 / 2.035, all 27 shifts
     of -1..1 voxel with their mirrors (54 passes) 3.354 / 2.028; the shipped weights (then
     fine-tuned on whole volumes) one pass 3.342 / 2.103, the mirror pair 3.280 / 2.044, the 6
-    views 3.246 / 2.049. The mean is the same for a mirrored patient,
-    mirrored (each shift acts in the network's frame of both images). Costs 6 passes.
+    views 3.246 / 2.049. The mean is the same for a mirrored patient, mirrored (each shift acts
+    in the network's frame of both images). Costs 6 passes.
 
     Returns a ``(D, H, W)`` float32 tensor on the model's device.
     """

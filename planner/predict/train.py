@@ -97,7 +97,8 @@ def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     if config.lr_schedule == "constant":
         return config.learning_rate
     floor = 0.01 * config.learning_rate
-    return floor + (config.learning_rate - floor) * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    cosine = 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    return floor + (config.learning_rate - floor) * cosine
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -234,7 +235,8 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
         val_dose, val_dvh = overall_scores(scores)
         record = {"epoch": epoch + 1, "train_loss_gy": float(np.nanmean(losses)),
                   "val_dose_score_gy": val_dose, "val_dvh_score_gy": val_dvh,
-                  "learning_rate": learning_rate, "train_s": train_s, "epoch_s": time.perf_counter() - began}
+                  "learning_rate": learning_rate, "train_s": train_s,
+                  "epoch_s": time.perf_counter() - began}
         history.append(record)
         progress(f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss_gy']:.3f} Gy  "
                  f"validation dose score {val_dose:.3f} Gy  DVH score {val_dvh:.3f} Gy  "

@@ -140,7 +140,7 @@ def plan_patient_both_ways(folder: Path, model_path: Path, time_limit_s: float |
         raise SystemExit(f"{folder.name}: {seed.note}")
     # What the seed added to the wall time comes out of the seeded arm's budget.
     seeded = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
-                              sparing_objectives=objectives,
+                              sparing_objectives=objectives, achievable_dose_gy=seed.dose_gy,
                               time_limit_s=None if time_limit_s is None
                               else max(time_limit_s - seed_s, 1.0))
     return PatientResult(_arm(patient, plain.dose_gy, plain.result, 0.0),

@@ -16,11 +16,13 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    deliverable fluence).
 3. **Sparing** — soft goals join, and the sparing objectives (e.g. a predicted dose's mimicking).
    Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
-   growing weight; unmet soft goals get more weight too. A step is kept only if no goal met
-   before it is lost; otherwise it is undone, the lost goals weigh more from then on, the step is
-   halved, and the trade-off that stopped progress is recorded. A step lost with the sparing
-   objectives is undone and the sparing goes on without them (from the first step, the plan is
-   then the one made without them), so they only ever add steps that kept every goal met.
+   growing weight (until a step is kept, no lower than a value thought achievable, where one is
+   given: e.g. the goal's value on a predicted dose); unmet soft goals get more weight too. A
+   step is kept only if no goal met before it is lost; otherwise it is undone, the lost goals
+   weigh more from then on, the step is halved, and the trade-off that stopped progress is
+   recorded. A step lost with the sparing objectives is undone and the sparing goes on without
+   them (from the first step, the plan is then the one made without them), so they only ever
+   add steps that kept every goal met.
 
 Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
 rows of ``D`` that some objective or goal uses (the matrix is restricted to them once; the rows
@@ -274,6 +276,7 @@ def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
                        normal_tissue: NormalTissue | None = None,
                        sparing_objectives: Sequence[Objective] = (),
+                       sparing_floor: Sequence[float | None] | None = None,
                        regularisers: Sequence[Objective] = (),
                        x0: np.ndarray | None = None, goal_rounds: int = 6,
                        sparing_rounds: int = 6, iterations_per_step: int = 40,
@@ -295,6 +298,11 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         Added from step 3 (sparing) on, once the hard goals had their rounds: e.g.
         ``DoseMimicking`` of a predicted dose, which then shapes the sparing without slowing the
         way to the hard goals. Over the rows of ``D``.
+    sparing_floor : sequence of float or None, optional
+        Per goal (in the order of ``goals``): a value thought achievable (e.g. the goal's value
+        on a predicted dose); until a sparing step is kept, an organ goal is aimed no lower than
+        it (nor higher than the aim that met it: where the value is already there the goal is
+        only held). None: no floor.
     regularisers : sequence of fluence objectives, optional
         E.g. ``FluenceSmoothness``; added to every step, with the lowest priority: their
         ``weight`` (a dataclass field, as in :mod:`optim.objectives`) is lowered while a hard
@@ -458,16 +466,22 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     trade_off = ""
     round_ = 0
     with_extras = bool(sparing_extras)
+    kept = False  # a sparing step kept yet
     while round_ < sparing_rounds and (spare or not all(r.met for r in achieved)):
         if out_of_time():
             notes.append("time limit in sparing")
             break
         trial_aims, trial_weights = list(aims), list(weights)
+        floored = sparing_floor is not None and not kept
         for i, r in enumerate(achieved):
             if not r.met and not goals[i].hard:
                 trial_weights[i] *= SOFT_GROWTH
             elif r.met and i in spare:
                 trial_aims[i] = r.value * (1.0 - step)
+                floor = sparing_floor[i] if floored else None
+                if floor is not None:  # not past what is thought achievable, at first, and
+                    # never above the aim that met the goal
+                    trial_aims[i] = min(max(trial_aims[i], floor), aims[i])
                 trial_weights[i] *= SOFT_GROWTH
         first_round = round_
         extras, matrix, tag = ((sparing_extras, D_sparing, " with sparing objectives")
@@ -505,7 +519,10 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         gain = max([(achieved[i].value - new[i].value) / max(abs(achieved[i].value), 1e-12)
                     for i in spare] + [0.0])
         x, achieved, aims, weights = x_new, new, trial_aims, trial_weights
-        if gain < 0.01 and all(r.met for r in achieved):
+        kept = True
+        # (a step the floors held back does not end the sparing: a pessimistic estimate of
+        # what is achievable costs one step, not the rest)
+        if gain < 0.01 and all(r.met for r in achieved) and not floored:
             notes.append("sparing converged (less than 1 % further reduction)")
             break
     if trade_off:

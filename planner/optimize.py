@@ -18,7 +18,7 @@ import numpy as np
 import scipy.ndimage
 
 from optim.autoplan import (
-    AutoPlanResult, NormalTissue, PlanGoal, TargetDose, plan_automatically,
+    AutoPlanResult, NormalTissue, PlanGoal, TargetDose, evaluate_goals, plan_automatically,
 )
 from optim.fluence import Progress
 from optim.objectives import resolve_overlaps
@@ -121,6 +121,7 @@ def dij_array_module(D: Any) -> Any:
 
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
                      regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
+                     achievable_dose_gy: np.ndarray | None = None,
                      time_limit_s: float | None = None,
                      progress: Callable[[str, Progress], None] | None = None) -> PatientPlan:
     """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
@@ -136,7 +137,11 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         with the beamlets' integer grid positions, for smoother maps and fewer segments.
     sparing_objectives : sequence of dose objectives, optional
         Added from the sparing step on, over rows of ``D`` (e.g. a seed's dose mimicking,
-        :func:`planner.predict.seed.seed_optimiser`).
+        :func:`planner.predict.seed.seed_objectives`).
+    achievable_dose_gy : (nz, ny, nx) float array, Gy, optional
+        A dose thought achievable on the patient grid (e.g. a prediction): each organ goal's
+        value on it is the floor of the first sparing push (``sparing_floor`` of
+        :func:`optim.autoplan.plan_automatically`).
     time_limit_s : float, optional
         Wall-time budget of the optimisation.
     progress : callable, optional
@@ -150,9 +155,13 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
     xp = dij_array_module(D)
     problem = fluence_problem(patient, protocol, xp=xp)
+    floor = None
+    if achievable_dose_gy is not None:
+        achievable = xp.asarray(np.asarray(achievable_dose_gy, dtype=np.float64).ravel())
+        floor = [r.value for r in evaluate_goals(achievable, problem.goals)]
     result = plan_automatically(D, problem.targets, problem.goals,
                                 normal_tissue=problem.normal_tissue, regularisers=regularisers,
-                                sparing_objectives=sparing_objectives,
+                                sparing_objectives=sparing_objectives, sparing_floor=floor,
                                 time_limit_s=time_limit_s, progress=progress)
     dose = D @ xp.asarray(result.x, dtype=D.dtype)
     if xp is not np:

@@ -629,15 +629,17 @@ def _predict_seed(patient: Patient, device: str) -> Any:
     return predict_seed(patient, device=device)
 
 
-def _seed_objectives(predicting: Future | None, patient: Patient, D: Any
-                     ) -> tuple[tuple[DoseMimicking, ...], str]:
-    """The seed's sparing objectives and its note (what ``--seed`` asked for, or not)."""
+def _seed_inputs(predicting: Future | None, patient: Patient, D: Any
+                 ) -> tuple[tuple[DoseMimicking, ...], np.ndarray | None, str]:
+    """The seed's sparing objectives, its dose (the achievable dose of
+    :func:`planner.optimize.optimise_patient`) and its note (what ``--seed`` asked for, or not)."""
     if predicting is None:
-        return (), "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
+        return ((), None,
+                "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)")
     from planner.predict.seed import seed_objectives
 
     seed = predicting.result()
-    return seed_objectives(patient, D, seed), seed.note
+    return seed_objectives(patient, D, seed), seed.dose_gy, seed.note
 
 
 def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path | None = None, *,
@@ -764,7 +766,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
         D = dij.matrix
         step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
-        sparing_objectives, seed_note = _seed_objectives(predicting, dose_patient, D)
+        sparing_objectives, achievable, seed_note = _seed_inputs(predicting, dose_patient, D)
     step("seed", seed_note)
 
     def on_iteration(name: str, p: Progress) -> None:
@@ -775,6 +777,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     fluence = optimise_patient(dose_patient, D, protocol,
                                regularisers=[smoothness_regulariser(beamset)],
                                sparing_objectives=sparing_objectives,
+                               achievable_dose_gy=achievable,
                                time_limit_s=time_limit_s, progress=on_iteration)
     result = fluence.result
     for s in result.steps:

@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                         help="wall-time budget of the fluence optimisation, seconds")
     parser.add_argument("--seed", action="store_true",
-                        help="seed the optimiser with the dose prediction (head and neck): its "
+                        help="seed the optimiser with the dose prediction (head and neck): the "
+                             "organ goals' predicted values bound the first sparing push, and its "
                              "dose mimicking joins the sparing step, dropped if it costs a goal")
     parser.add_argument("--allow-conflicts", action="store_true",
                         help="plan even when a target overlaps an organ whose hard limit is "

@@ -1,15 +1,24 @@
 """Seed the fluence optimiser with a predicted dose (knowledge-based planning, issue 6 point 5).
 
-The prediction enters as **dose-mimicking objectives** in the sparing step of
-:func:`optim.autoplan.plan_automatically` (its ``sparing_objectives``): one
-:class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue (every
-second voxel along each axis), on voxels outside the targets, penalising only dose *above* the
-prediction (``under=0``). They can only pull dose down outside the targets, never raise it; the
-targets keep their own prescription objectives, and a sparing step that loses a goal met before
-with them is undone and the sparing goes on without them, so a poor prediction cannot buy an
-unsafe plan. At worst it costs two optimisations, or a kept step with them settles the soft goals
-still unmet differently (OpenKBP pt_202: the right parotid's mean dose met, PTV63 and PTV56
-D95 >= 100 % missed, where the unseeded plan had it the other way round).
+The prediction enters the sparing step of :func:`optim.autoplan.plan_automatically` twice:
+
+- as **the floor of the first sparing push**: each organ goal's value on the predicted dose
+  (``achievable_dose_gy`` of :func:`planner.optimize.optimise_patient`). The unseeded first push
+  aims every met organ goal 25 % below its value at once, which on most head-and-neck patients
+  loses a goal and is undone; aimed no lower than what the prediction says is achievable, the
+  first push is more often kept.
+- as **dose-mimicking objectives** (its ``sparing_objectives``): one
+  :class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue
+  (every second voxel along each axis), on voxels outside the targets, penalising only dose
+  *above* the prediction (``under=0``). They can only pull dose down outside the targets, never
+  raise it; the targets keep their own prescription objectives, and a sparing step that loses a
+  goal met before with them is undone and the sparing goes on without them.
+
+Neither can buy an unsafe plan: the hard goals are reached before the sparing, and a sparing step
+that loses a goal is undone. A poor prediction costs at most two optimisations (a failed step with
+the mimicking and its repair), a first step held back by pessimistic floors, or a kept step that
+settles the soft goals still unmet differently (OpenKBP pt_202: the right parotid's mean dose
+met, PTV63 and PTV56 D95 >= 100 % missed, where the unseeded plan had it the other way round).
 
 Why only from the sparing step, and why no warm start (measured on OpenKBP validation patients,
 ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step and the fluence

@@ -187,6 +187,50 @@ def test_sparing_objective_that_costs_a_goal_is_dropped(toy):
     np.testing.assert_array_equal(dropped.x, without.x)
 
 
+def test_sparing_floor_bounds_the_first_push(toy):
+    """The first sparing step aims the core 25 % below its value: here that loses a PTV goal
+    and the step is undone. With a floor (a value thought achievable) 10 % below, it aims there
+    instead and the step is kept. A floor above the value is not an aim above the limit."""
+    D, target, core, ring = toy
+    t = [TargetDose("PTV", np.flatnonzero(target), 50.0)]
+    goals = tg119_goals(target, core)
+
+    def plan(floor, rounds=1):
+        return plan_automatically(D, t, goals, normal_tissue=ring, sparing_rounds=rounds,
+                                  sparing_floor=floor)
+
+    before = plan(None, rounds=0).goals[2].value  # the core D10 after the goal rounds
+    free, floored = plan(None), plan([None, None, 0.9 * before])
+    assert free.steps[-1].step == floored.steps[-1].step == "sparing 1"
+    assert "trade-off: pushing Core" in free.stopped_by and free.goals[2].value == before
+    assert 0.85 * before < floored.goals[2].value < 0.97 * before  # 0.92 in development
+    assert all(r.met for r in floored.goals)
+    np.testing.assert_array_equal(plan([None, None, None]).x, free.x)
+    # A floor above the goal's limit: aimed no higher than in the goal rounds (3 % inside the
+    # limit), so the goal is held, not given up.
+    held = plan([None, None, 2.0 * before])
+    assert 0.97 * 25.0 - 0.1 < held.goals[2].value <= before
+    assert all(r.met for r in held.goals)
+
+
+def test_pessimistic_floor_costs_one_step_not_the_sparing(toy):
+    """With a core limit of 40 Gy the goal rounds leave the core just inside it; a floor far
+    above holds it there in the first sparing step (under 1 % gain, which would otherwise end
+    the sparing as converged), and the sparing goes on from the next step."""
+    D, target, core, ring = toy
+    t = [TargetDose("PTV", np.flatnonzero(target), 50.0)]
+    goals = tg119_goals(target, core, core_d10_gy=40.0)
+    before = plan_automatically(D, t, goals, normal_tissue=ring, sparing_rounds=0).goals[2].value
+    held = plan_automatically(D, t, goals, normal_tissue=ring, sparing_rounds=1,
+                              sparing_floor=[None, None, 1e3])
+    assert held.goals[2].value > 0.99 * before
+    pessimistic = plan_automatically(D, t, goals, normal_tissue=ring,
+                                     sparing_floor=[None, None, 1e3])
+    assert "sparing converged" not in pessimistic.stopped_by
+    assert pessimistic.goals[2].value < 0.6 * before  # 17 of 39 Gy in development
+    assert all(r.met for r in pessimistic.goals)
+
+
 def test_strong_smoothness_gives_way_to_hard_goals(toy):
     """Smoothness ranks below the clinical goals: at weight 1 the hard goals stay unmet through
     all 6 goal rounds at that weight, then the step is made again with the regulariser halved per

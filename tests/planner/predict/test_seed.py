@@ -12,7 +12,7 @@ import scipy.sparse
 import torch
 
 from optim.autoplan import plan_automatically
-from planner.optimize import fluence_problem
+from planner.optimize import fluence_problem, optimise_patient
 from planner.patient import Prescription
 from planner.phantoms import cshape_phantom
 from planner.predict.data import CHANNELS
@@ -104,6 +104,28 @@ def test_seed_acts_only_in_the_sparing_step_and_spares_more(protocol, line_patie
     assert all(g.met for g in seeded.goals), seeded.goals
     outside = (patient.structure("Body").mask & ~patient.structure("PTV70").mask).ravel()
     assert (D @ seeded.x)[outside].mean() < (D @ unseeded.x)[outside].mean()
+
+
+def test_achievable_dose_sets_the_first_sparing_floor(protocol, line_patient):
+    """optimise_patient's achievable dose bounds the first sparing push at each organ goal's
+    value on it: a dose of 28 Gy in the cord and 24 Gy in the parotid (their Dmean goals, 30 and
+    26 Gy) gives the plan of those two floors, and not the plan without them."""
+    patient, D = line_patient(LINE, LINE_RX)
+    achievable = np.zeros(patient.grid.shape)
+    achievable[patient.structure("SpinalCord").mask] = 28.0
+    achievable[patient.structure("Parotid_L").mask] = 24.0
+    problem = fluence_problem(patient, protocol)
+    assert [g.label for g in problem.goals] == ["PTV70 D95% >= 100 %", "SpinalCord Dmean <= 30 Gy",
+                                                "LeftParotid Dmean <= 26 Gy"]
+
+    def direct(floor):
+        return plan_automatically(D, problem.targets, problem.goals,
+                                  normal_tissue=problem.normal_tissue, sparing_floor=floor).x
+
+    seeded = optimise_patient(patient, D, protocol, achievable_dose_gy=achievable).result
+    np.testing.assert_array_equal(seeded.x, direct([None, 28.0, 24.0]))
+    assert not np.array_equal(seeded.x, direct(None))
+    assert all(g.met for g in seeded.goals)
 
 
 @pytest.mark.parametrize("poor", ["zero", "organs_at_70"])

@@ -13,9 +13,9 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
 3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
    the targets, with the beamlets covering the targets' projection.
 4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (with ``seed=True``: the dose predicted by
-   :func:`planner.predict.seed.predict_seed` while the Dij is computed, and its mimicking
-   objectives for the sparing step; unseeded with a note otherwise or where the network does not
-   apply), 6. **optimisation** of the fluence
+   :func:`planner.predict.seed.predict_seed` while the Dij is computed, then what it gives the
+   sparing step, :func:`planner.predict.seed.seed_arguments`; unseeded with a note otherwise or
+   where the network does not apply), 6. **optimisation** of the fluence
    (:func:`planner.optimize.optimise_patient`) with a fluence-smoothness regulariser (fewer
    segments and MU for the same goals),
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
@@ -630,16 +630,15 @@ def _predict_seed(patient: Patient, device: str) -> Any:
 
 
 def _seed_inputs(predicting: Future | None, patient: Patient, D: Any
-                 ) -> tuple[tuple[DoseMimicking, ...], np.ndarray | None, str]:
-    """The seed's sparing objectives, its dose (the achievable dose of
-    :func:`planner.optimize.optimise_patient`) and its note (what ``--seed`` asked for, or not)."""
+                 ) -> tuple[dict[str, Any], str]:
+    """The seed's keyword arguments of :func:`planner.optimize.optimise_patient` and its note
+    (what ``--seed`` asked for, or not)."""
     if predicting is None:
-        return ((), None,
-                "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)")
-    from planner.predict.seed import seed_objectives
+        return {}, "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
+    from planner.predict.seed import seed_arguments
 
     seed = predicting.result()
-    return seed_objectives(patient, D, seed), seed.dose_gy, seed.note
+    return seed_arguments(patient, D, seed), seed.note
 
 
 def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path | None = None, *,
@@ -673,8 +672,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         Budget of the fluence optimisation.
     seed : bool
         Seed the fluence optimisation with the dose prediction where it applies: predicted
-        (:func:`planner.predict.seed.predict_seed`) while the Dij is computed, its dose mimicking
-        joins the sparing step (``benchmarks/results/seeding_openkbp.md``).
+        (:func:`planner.predict.seed.predict_seed`) while the Dij is computed, it bounds the
+        first sparing push and its dose mimicking joins the sparing step
+        (``benchmarks/results/seeding_openkbp.md``).
     allow_conflicts : bool
         Plan even when the protocol conflicts with the structures (reported, not raised).
     overwrite : bool
@@ -766,7 +766,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
         D = dij.matrix
         step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
-        sparing_objectives, achievable, seed_note = _seed_inputs(predicting, dose_patient, D)
+        seeding, seed_note = _seed_inputs(predicting, dose_patient, D)
     step("seed", seed_note)
 
     def on_iteration(name: str, p: Progress) -> None:
@@ -776,9 +776,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     fluence = optimise_patient(dose_patient, D, protocol,
                                regularisers=[smoothness_regulariser(beamset)],
-                               sparing_objectives=sparing_objectives,
-                               achievable_dose_gy=achievable,
-                               time_limit_s=time_limit_s, progress=on_iteration)
+                               time_limit_s=time_limit_s, progress=on_iteration,
+                               **seeding)
     result = fluence.result
     for s in result.steps:
         say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} goals "

@@ -1,13 +1,14 @@
 """Seed the fluence optimiser with a predicted dose (knowledge-based planning, issue 6 point 5).
 
-The prediction enters the sparing step of :func:`optim.autoplan.plan_automatically` twice:
+The prediction enters the sparing step of :func:`optim.autoplan.plan_automatically` twice (the
+keyword arguments of :func:`planner.optimize.optimise_patient` that :func:`seed_arguments`
+returns):
 
-- as **the floor of the first sparing push**: each organ goal's value on the predicted dose
-  (``achievable_dose_gy`` of :func:`planner.optimize.optimise_patient`). The unseeded first push
-  aims every met organ goal 25 % below its value at once, which on most head-and-neck patients
-  loses a goal and is undone; aimed no lower than what the prediction says is achievable, the
-  first push is more often kept.
-- as **dose-mimicking objectives** (its ``sparing_objectives``): one
+- as **the floor of the first sparing push** (``achievable_dose_gy``): each organ goal's value on
+  the predicted dose. The unseeded first push aims every met organ goal 25 % below its value at
+  once, which on most head-and-neck patients loses a goal and is undone; aimed no lower than what
+  the prediction says is achievable, the first push is more often kept.
+- as **dose-mimicking objectives** (``sparing_objectives``): one
   :class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue
   (every second voxel along each axis), on voxels outside the targets, penalising only dose
   *above* the prediction (``under=0``). They can only pull dose down outside the targets, never
@@ -20,14 +21,17 @@ the mimicking and its repair), a first step held back by pessimistic floors, or 
 settles the soft goals still unmet differently (OpenKBP pt_202: the right parotid's mean dose
 met, PTV63 and PTV56 D95 >= 100 % missed, where the unseeded plan had it the other way round).
 
-Why only from the sparing step, and why no warm start (measured on OpenKBP validation patients,
-``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step and the fluence
-started from a least-squares fit of the prediction, the plans spared the organs better but reached
-the hard goals later and on fewer patients. The warm start alone (mimicking from the sparing step)
-cost 14-29 more iterations to the hard goals on 2 of 4 patients and a hard goal on a third. So the
-way to the hard goals is the unseeded one, iteration for iteration, and the prediction then
-shapes the sparing. The network needs no Dij: :func:`predict_seed` can run while the Dij is
-computed (as :func:`planner.pipeline.plan_patient` does).
+Why only from the sparing step, and why no warm start of the fluence (measured on the OpenKBP
+validation patients, ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step
+the plans reached the hard goals later and on fewer patients. A least-squares fit of the
+prediction as the start, followed by the coverage step, reached them no sooner; in place of the
+coverage step (whose lack of organ objectives washes out the sparing the fit carries), sooner on
+the patients that meet them easily but less reliably on those near the limit: a hard goal lost
+on pt_210 in 4 of 6 repeats with a 1 % change of the fit's start, 87-103 more iterations on pt_215
+in 5 of 6, and hotter targets where the hard goals cannot all be met (pt_201: PTV70 D1% 87 Gy
+against 78 Gy). So the way to the hard goals is the unseeded one, iteration for iteration, and
+the prediction then shapes the sparing. The network needs no Dij: :func:`predict_seed` can run
+while the Dij is computed (as :func:`planner.pipeline.plan_patient` does).
 
 Where the network does not apply (:func:`planner.predict.infer.unsupported_reason`) or no model is
 available, :func:`predict_seed` returns a :class:`Seed` without a dose whose ``note`` says why,
@@ -112,14 +116,17 @@ def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any 
     return tuple(objectives)
 
 
-def seed_objectives(patient: Patient, D: Any, seed: Seed) -> tuple[DoseMimicking, ...]:
-    """The sparing objectives of ``seed`` for a Dij whose rows are ``patient``'s grid voxels
-    (C order); empty when unseeded."""
+def seed_arguments(patient: Patient, D: Any, seed: Seed) -> dict[str, Any]:
+    """What ``seed`` gives :func:`planner.optimize.optimise_patient`, as its keyword arguments
+    (``achievable_dose_gy`` and ``sparing_objectives``, see the module docstring), for a Dij whose
+    rows are ``patient``'s grid voxels (C order); empty when unseeded."""
     if D.shape[0] != patient.grid.size:
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
     if seed.dose_gy is None:
-        return ()
-    return mimicking_objectives(patient, seed.dose_gy, xp=dij_array_module(D))
+        return {}
+    return {"achievable_dose_gy": seed.dose_gy,
+            "sparing_objectives": mimicking_objectives(patient, seed.dose_gy,
+                                                       xp=dij_array_module(D))}
 
 
 def predict_seed(patient: Patient, model_path: Path | None = None, device: str = "auto") -> Seed:

@@ -1,6 +1,6 @@
-"""Seeding: mimicking objectives of a prediction in the sparing step; the way to the hard goals is
-the unseeded one; a poor prediction stays safe; patients outside the model's reach run unseeded
-and say why."""
+"""Seeding: the floors of the first sparing push and the mimicking objectives of a prediction in
+the sparing step; the way to the hard goals is the unseeded one; a poor prediction stays safe;
+patients outside the model's reach run unseeded and say why."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from planner.phantoms import cshape_phantom
 from planner.predict.data import CHANNELS
 from planner.predict.infer import save_model
 from planner.predict.model import DoseUNet
-from planner.predict.seed import Seed, mimicking_objectives, predict_seed, seed_objectives
+from planner.predict.seed import Seed, mimicking_objectives, predict_seed, seed_arguments
 from planner.protocol import read_protocol
 
 PROTOCOL = """name = "line head and neck"
@@ -57,11 +57,13 @@ LINE = {"PTV70": ("target", 40, 60), "SpinalCord": ("organ", 62, 75),
 LINE_RX = (Prescription("PTV70", 70.0, 35),)
 
 
-def _plan(patient, D, protocol, seed: Seed | None = None):
+def _plan(patient, D, protocol, predicted_gy: np.ndarray | None = None):
+    """The plan with the mimicking of ``predicted_gy`` alone (no floors)."""
     problem = fluence_problem(patient, protocol, ring_step=1)
     return plan_automatically(D, problem.targets, problem.goals,
                               normal_tissue=problem.normal_tissue,
-                              sparing_objectives=seed_objectives(patient, D, seed) if seed else ())
+                              sparing_objectives=() if predicted_gy is None
+                              else mimicking_objectives(patient, predicted_gy))
 
 
 @pytest.fixture
@@ -85,15 +87,14 @@ def test_mimicking_objectives_cover_organs_and_rest_outside_targets(line_patient
         assert o.value(predicted.ravel()) == 0.0 and o.value(0.5 * predicted.ravel()) == 0.0
 
 
-def test_seed_acts_only_in_the_sparing_step_and_spares_more(protocol, line_patient):
+def test_mimicking_acts_only_in_the_sparing_step_and_spares_more(protocol, line_patient):
     """A 'prediction' of 80 % of the unseeded plan's dose outside the target: the steps up to the
     sparing are the unseeded ones, iteration for iteration; the seeded plan meets every goal and
     gives less dose outside the target."""
     patient, D = line_patient(LINE, LINE_RX)
     unseeded = _plan(patient, D, protocol)
     assert all(g.met for g in unseeded.goals)
-    seed = Seed((0.8 * D @ unseeded.x).reshape(patient.grid.shape), "seeded")
-    seeded = _plan(patient, D, protocol, seed)
+    seeded = _plan(patient, D, protocol, (0.8 * D @ unseeded.x).reshape(patient.grid.shape))
 
     def before_sparing(result):
         return [(s.step, s.iterations, s.goals_met) for s in result.steps
@@ -132,23 +133,28 @@ def test_achievable_dose_sets_the_first_sparing_floor(protocol, line_patient):
 def test_poor_prediction_keeps_hard_goals(protocol, poor, line_patient):
     """A prediction of 0 Gy everywhere (the mimicking asks for no dose anywhere outside the
     target: it costs the target's goals, so it is dropped and the plan is the unseeded one) or
-    of 70 Gy in the organs (mimicking inactive below it) cannot cost a hard goal."""
+    of 70 Gy in the organs (mimicking inactive below it) cannot cost a hard goal, nor can all
+    the seed gives the optimiser (the floors too, seed_arguments)."""
     patient, D = line_patient(LINE, LINE_RX)
     predicted = np.zeros(patient.grid.shape)
     if poor == "organs_at_70":
         predicted[patient.structure("SpinalCord").mask | patient.structure("Parotid_L").mask] = 70
-    seeded = _plan(patient, D, protocol, Seed(predicted, "seeded"))
+    seeded = _plan(patient, D, protocol, predicted)
     assert all(g.met for g in seeded.goals if g.hard), seeded.goals
     if poor == "zero":
         assert "sparing objectives dropped" in seeded.stopped_by
         np.testing.assert_array_equal(seeded.x, _plan(patient, D, protocol).x)
+    arguments = seed_arguments(patient, D, Seed(predicted, "seeded"))
+    assert set(arguments) == {"achievable_dose_gy", "sparing_objectives"}
+    full = optimise_patient(patient, D, protocol, **arguments).result
+    assert all(g.met for g in full.goals if g.hard), full.goals
 
 
 def test_outside_the_model_runs_unseeded_and_says_why(tmp_path: Path, line_patient):
     phantom = cshape_phantom()
     D = scipy.sparse.csr_matrix((phantom.grid.size, 3))
     seed = predict_seed(phantom, tmp_path / "model.pt")
-    assert not seed.seeded and seed.dose_gy is None and seed_objectives(phantom, D, seed) == ()
+    assert not seed.seeded and seed.dose_gy is None and seed_arguments(phantom, D, seed) == {}
     assert seed.note.startswith("unseeded: not head and neck")
     patient, D = line_patient(LINE, LINE_RX)
     seed = predict_seed(patient, tmp_path / "missing.pt", device="cpu")
@@ -165,4 +171,4 @@ def test_model_seeds_a_head_and_neck_patient(tmp_path: Path, line_patient):
     assert seed.seeded and seed.note.startswith("seeded") and seed.dose_gy.shape == patient.grid.shape
     assert "LeftParotid=Parotid_L" in seed.note and "SpinalCord=SpinalCord" in seed.note
     with pytest.raises(ValueError, match="Dij has 5 rows"):
-        seed_objectives(patient, D[:5], seed)
+        seed_arguments(patient, D[:5], seed)

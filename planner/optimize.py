@@ -137,7 +137,7 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         with the beamlets' integer grid positions, for smoother maps and fewer segments.
     sparing_objectives : sequence of dose objectives, optional
         Added from the sparing step on, over rows of ``D`` (e.g. a seed's dose mimicking,
-        :func:`planner.predict.seed.seed_objectives`).
+        :func:`planner.predict.seed.seed_arguments`).
     achievable_dose_gy : (nz, ny, nx) float array, Gy, optional
         A dose thought achievable on the patient grid (e.g. a prediction): each organ goal's
         value on it is the floor of the first sparing push (``sparing_floor`` of

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,19 +169,35 @@ def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
         raise ValueError(f"{len(segments)} segment lists for {len(beams)} beams")
     voxel_index = dose_voxels(density, density_grid, dose_grid, dose_mask)
     dose = xp.zeros(dose_grid.size, dtype=xp.float32)
-    for beam, beam_segments in zip(beams, segments):
+
+    def beam_dose(beam: Beam, beam_segments: Sequence[Segment]) -> tuple[Any, Any] | None:
         active = [s for s in beam_segments if s.mu > 0]
         if not active:
-            continue
+            return None
         u_edges, v_edges = _fluence_edges(active, fluence_spacing_mm, reach_mm)
         voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
                              sad_mm=machine.sad_mm,
                              uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
-        if voxels.index.size:
-            fluence = segments_fluence(active, machine, u_edges, v_edges)
-            dose[voxels.index] += _fluence_doses(voxels, fluence[None], u_edges, v_edges,
-                                                 machine, model)[0]
+        if not voxels.index.size:
+            return None
+        fluence = segments_fluence(active, machine, u_edges, v_edges)
+        return voxels.index, _fluence_doses(voxels, fluence[None], u_edges, v_edges, machine,
+                                            model)[0]
+
+    for done in _per_beam(beam_dose, beams, segments, xp):
+        if done is not None:
+            dose[done[0]] += done[1]
     return dose.reshape(dose_grid.shape)
+
+
+def _per_beam(function: Any, beams: Sequence[Any], segments: Sequence[Sequence[Segment]],
+              xp: Any) -> list[Any]:
+    """``function(beam, segments)`` for each beam, side by side on the CPU cores (numpy releases
+    the GIL in its array loops and FFTs; two beams' planes in flight, ``PLANE_BATCH_BYTES``
+    each), one after the other on a GPU."""
+    workers = 1 if xp is not np else max(1, min(len(os.sched_getaffinity(0)), 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(function, beams, segments))
 
 
 def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
@@ -212,20 +230,23 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
     row_of = xp.zeros(dose_grid.size, dtype=xp.int64)
     row_of[voxel_index] = xp.arange(voxel_index.size)
     matrix = xp.zeros((voxel_index.size, sum(len(s) for s in segments)), dtype=xp.float32)
-    column = 0
-    for beam, beam_segments in zip(beams, segments):
-        if not beam_segments:
-            continue
-        unit = [Segment(s.jaw_x_mm, s.jaw_y_mm, s.leaf_positions_mm, 1.0) for s in beam_segments]
+    columns = np.cumsum([0] + [len(s) for s in segments])
+
+    def beam_columns(k: int) -> None:
+        """Columns of beam ``k`` (each thread writes its own columns)."""
+        if not segments[k]:
+            return
+        unit = [Segment(s.jaw_x_mm, s.jaw_y_mm, s.leaf_positions_mm, 1.0) for s in segments[k]]
         u_edges, v_edges = _fluence_edges(unit, fluence_spacing_mm, reach_mm)
-        voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
+        voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beams[k], model,
                              sad_mm=machine.sad_mm,
                              uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
         if voxels.index.size:
             fluences = np.stack([segments_fluence([s], machine, u_edges, v_edges) for s in unit])
             doses = _fluence_doses(voxels, fluences, u_edges, v_edges, machine, model)
-            matrix[row_of[voxels.index], column:column + len(unit)] = doses.T
-        column += len(unit)
+            matrix[row_of[voxels.index], columns[k]:columns[k + 1]] = doses.T
+
+    _per_beam(lambda k, _: beam_columns(k), range(len(beams)), segments, xp)
     return voxel_index, matrix
 
 

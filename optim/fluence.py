@@ -9,13 +9,16 @@ cross between host and device each evaluation.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse
 
 from optim._xp import array_module
 
@@ -75,6 +78,50 @@ class FluenceResult:
     history: tuple[float, ...]
 
 
+#: Non-zeros per thread below which a CPU product runs on one thread (thread overhead).
+SPLIT_MIN_NNZ = 2_000_000
+
+
+class SplitProducts:
+    """``D x`` and ``D^T g`` of a scipy CSR matrix on several threads, one block of rows each.
+
+    scipy's sparse products run on one core and release the GIL, so row blocks (views of the
+    matrix's arrays, no copy) on a thread each use every core; ``D^T g`` is the sum of the
+    blocks' products. A cupyx matrix, a small matrix or a one-core machine uses ``D`` as it is.
+    """
+
+    def __init__(self, D: Any, threads: int | None = None):
+        self.D = D
+        threads = threads or len(os.sched_getaffinity(0))
+        n = (min(threads, max(1, D.nnz // SPLIT_MIN_NNZ))
+             if isinstance(D, scipy.sparse.csr_matrix) else 1)
+        self.blocks: list[Any] = []
+        if n > 1:
+            # Blocks of about equal non-zeros.
+            cuts = np.searchsorted(D.indptr, np.linspace(0, D.nnz, n + 1)[1:-1])
+            edges = [0, *cuts.tolist(), D.shape[0]]
+            for a, b in zip(edges[:-1], edges[1:]):
+                lo, hi = D.indptr[a], D.indptr[b]
+                self.blocks.append((a, b, scipy.sparse.csr_matrix(
+                    (D.data[lo:hi], D.indices[lo:hi], D.indptr[a:b + 1] - lo),
+                    shape=(b - a, D.shape[1]), copy=False)))
+        self.pool = ThreadPoolExecutor(len(self.blocks)) if self.blocks else None
+
+    def dose(self, x: Any) -> Any:
+        if self.pool is None:
+            return self.D @ x
+        return np.concatenate(list(self.pool.map(lambda blk: blk[2] @ x, self.blocks)))
+
+    def back(self, g: Any) -> Any:
+        if self.pool is None:
+            return self.D.T @ g
+        return sum(self.pool.map(lambda blk: blk[2].T @ g[blk[0]:blk[1]], self.blocks))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def optimise_fluence(D: Any, objectives: Sequence[Objective], x0: np.ndarray, *,
                      regularisers: Sequence[Objective] = (), max_iter: int = 200,
                      rel_tol: float = 1e-4, time_limit_s: float | None = None,
@@ -109,18 +156,19 @@ def optimise_fluence(D: Any, objectives: Sequence[Objective], x0: np.ndarray, *,
     dtype = D.dtype
     start = time.perf_counter()
     evaluations = 0
+    products = SplitProducts(D)
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal evaluations
         evaluations += 1
         x_dev = xp.asarray(x, dtype=dtype)
-        dose = D @ x_dev
+        dose = products.dose(x_dev)
         grad_dose = xp.zeros_like(dose)
         total = 0.0
         for o in objectives:
             total += o.value(dose)
             grad_dose += o.gradient(dose)
-        grad = D.T @ grad_dose
+        grad = products.back(grad_dose)
         for r in regularisers:
             total += r.value(x_dev)
             grad += r.gradient(x_dev)
@@ -148,9 +196,12 @@ def optimise_fluence(D: Any, objectives: Sequence[Objective], x0: np.ndarray, *,
 
     x_start = np.clip(np.asarray(x0, dtype=np.float64), 0.0, None)
     # ftol/gtol at 0: stopping is ours (relative change, time), not scipy's absolute tests.
-    result = scipy.optimize.minimize(
-        fun, x_start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * x_start.size,
-        callback=callback, options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0})
+    try:
+        result = scipy.optimize.minimize(
+            fun, x_start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * x_start.size,
+            callback=callback, options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0})
+    finally:
+        products.close()
     if stop:
         reason = stop[0]
     elif result.nit >= max_iter:

@@ -8,21 +8,21 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
    more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
    out. Soft goals are not in this step. The regularisers (fluence smoothness) rank below every
-   goal: if the rounds run out with a hard goal unmet, the step is made again from the coverage
-   fluence (the goal weights back where they started, not wound up against the regularisers)
-   with the regularisers' weight halved before each round and none in the last; the factor
-   reached stays for step 3 if it met more hard goals than the full weight did, else the
-   regularised plan of the first attempt is kept (a goal missed either way is not worth a less
-   deliverable fluence).
+   goal: if the rounds run out with a hard goal unmet, a few more rounds go on from there with
+   the regularisers' weight halved before each round and none in the last; the factor reached
+   stays for step 3 if it met more hard goals than the full weight did, else the regularised
+   plan is kept (a goal missed either way is not worth a less deliverable fluence). Goal
+   weights and aims are bounded (``MAX_GOAL_WEIGHT``, ``MAX_AIM_SHIFT``): a goal that cannot
+   be met is not chased at the cost of the targets' homogeneity.
 3. **Sparing** — soft goals join, and the sparing objectives (e.g. a predicted dose's mimicking).
    Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
    growing weight (until a step is kept, no lower than a value thought achievable, where one is
    given: e.g. the goal's value on a predicted dose); unmet soft goals get more weight too. A
    step is kept only if no goal met before it is lost; otherwise it is undone, the lost goals
    weigh more from then on, the step is halved, and the trade-off that stopped progress is
-   recorded. A step lost with the sparing objectives is undone and the sparing goes on without
-   them (from the first step, the plan is then the one made without them), so they only ever
-   add steps that kept every goal met.
+   recorded. A step lost with the sparing objectives is undone and made again with their
+   weight quartered, and without them once it falls below 10 % (from the first step, the plan is
+   then the one made without them), so they only ever add steps that kept every goal met.
 
 Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
 rows of ``D`` that some objective or goal uses (the matrix is restricted to them once; the rows
@@ -256,7 +256,13 @@ FALLOFF_MM = 30.0          # ring: dose falls linearly from 100 % to 40 % of the
 FALLOFF_LOW = 0.4
 AIM_INSIDE = 0.03          # goal objectives aim 3 % inside the limit
 HARD_GROWTH, SOFT_GROWTH = 4.0, 2.0
+MAX_AIM_SHIFT = 0.05       # an insisted aim moves at most 5 % of the limit past the first aim
+# A goal's weight grows to at most 10x the prescription objectives': beyond that the optimiser
+# trades the targets' homogeneity for one goal (and L-BFGS-B stalls on the conditioning).
+MAX_GOAL_WEIGHT = 10.0 * TARGET_WEIGHT
 SPARING_STEP = 0.25        # first sparing step: aim 25 % below the achieved value
+SPARING_OBJECTIVE_BACKOFF = 0.25  # a sparing step lost with the sparing objectives: their weight
+SPARING_OBJECTIVE_LEAST = 0.1     # x0.25 and the step again, until below 0.1 x (then without)
 
 
 def aim_inside(goal: PlanGoal, value: float) -> float:
@@ -268,9 +274,17 @@ def aim_inside(goal: PlanGoal, value: float) -> float:
 def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
     """The aim of an unmet goal's objective moved by the shortfall: the objective may be met
     while the goal is not (it acts on the overlap-resolved voxels, or on D_v where the goal is
-    V_x). The extra ``AIM_INSIDE`` keeps the aim strictly inside the limit."""
+    V_x). The extra ``AIM_INSIDE`` keeps the aim strictly inside the limit.
+
+    The aim stays within ``AIM_INSIDE + MAX_AIM_SHIFT`` of the limit: moved by every round's
+    shortfall without a bound, a target's D99 aim ran up round after round (OpenKBP pt_201:
+    PTV70 D99 aimed past 75 Gy for a 66.5 Gy limit), and the whole target with it (D95 77 Gy,
+    D1 83 Gy, 66 cc above 110 % outside it)."""
     shift = -result.margin + AIM_INSIDE * abs(result.limit)
-    return max(aim - shift, 0.0) if goal.bound == "max" else aim + shift
+    reach = (AIM_INSIDE + MAX_AIM_SHIFT) * abs(result.limit)
+    if goal.bound == "max":
+        return max(aim - shift, result.limit - reach, 0.0)
+    return min(aim + shift, result.limit + reach)
 
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
@@ -278,7 +292,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                        sparing_objectives: Sequence[Objective] = (),
                        sparing_floor: Sequence[float | None] | None = None,
                        regularisers: Sequence[Objective] = (),
-                       x0: np.ndarray | None = None, goal_rounds: int = 6,
+                       x0: np.ndarray | None = None, goal_rounds: int = 5,
+                       relax_rounds: int = 3,
                        sparing_rounds: int = 6, iterations_per_step: int = 40,
                        rel_tol: float = 1e-4, time_limit_s: float | None = None,
                        progress: Callable[[str, Progress], None] | None = None) -> AutoPlanResult:
@@ -311,6 +326,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         Starting fluence; default uniform, scaled so the mean target dose is the prescription.
     goal_rounds, sparing_rounds : int
         Maximum rounds of weight adaptation and of sparing steps.
+    relax_rounds : int
+        Goal rounds more with the regularisers giving way, where hard goals are still unmet.
     iterations_per_step : int
         L-BFGS-B iterations allowed per optimisation.
     rel_tol : float
@@ -406,27 +423,26 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
         """More weight on unmet goal ``i``, and its aim moved by the shortfall."""
-        weights[i] *= HARD_GROWTH
+        weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
         aims[i] = insisted_aim(goals[i], aims[i], r)
 
     notes: list[str] = []
     rounds_done = 0
 
-    def hard_goal_rounds(x: np.ndarray, achieved: tuple[GoalResult, ...], relax: bool
+    def hard_goal_rounds(x: np.ndarray, achieved: tuple[GoalResult, ...], aims: list[float],
+                         weights: list[float], rounds: int, relax: bool
                          ) -> tuple[np.ndarray, tuple[GoalResult, ...], list[float], list[float]]:
-        """Step 2 from fluence ``x``; with ``relax`` the regularisers' weight is halved before
-        each round and dropped in the last. Returns the fluence, goals, aims and weights."""
+        """Step 2 from fluence ``x`` and the goals' ``aims`` and ``weights``; with ``relax``
+        the regularisers' weight is halved before each round and dropped in the last. Returns
+        the fluence, goals, aims and weights."""
         nonlocal reg_scale, rounds_done
-        # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
-        # loses a hard goal is undone, so they can never outbid one.
-        weights = [GOAL_WEIGHT if g.hard else 0.0 for g in goals]
-        aims = [aim_inside(g, g.limit) for g in goals]
-        for round_ in range(1, goal_rounds + 1):
+        aims, weights = list(aims), list(weights)
+        for round_ in range(1, rounds + 1):
             if out_of_time():
                 notes.append("time limit in the goal rounds")
                 break
             if relax:
-                reg_scale = reg_scale / 2.0 if round_ < goal_rounds else 0.0
+                reg_scale = reg_scale / 2.0 if round_ < rounds else 0.0
             rounds_done += 1
             x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x,
                                 Dr)
@@ -440,12 +456,15 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     def hard_met(results: tuple[GoalResult, ...]) -> int:
         return sum(r.met for r in results if r.hard)
 
-    x_coverage, achieved_coverage = x, achieved
-    x, achieved, aims, weights = hard_goal_rounds(x, achieved, relax=False)
+    # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
+    # loses a hard goal is undone, so they can never outbid one.
+    x, achieved, aims, weights = hard_goal_rounds(
+        x, achieved, [aim_inside(g, g.limit) for g in goals],
+        [GOAL_WEIGHT if g.hard else 0.0 for g in goals], goal_rounds, relax=False)
     if regularisers and not all(r.met for r in achieved if r.hard) and not out_of_time():
-        # The goals outrank the regularisers: try again with the regularisers giving way.
+        # The goals outrank the regularisers: go on with the regularisers giving way.
         firm = x, achieved, aims, weights
-        x, achieved, aims, weights = hard_goal_rounds(x_coverage, achieved_coverage, relax=True)
+        x, achieved, aims, weights = hard_goal_rounds(*firm, relax_rounds, relax=True)
         if hard_met(achieved) <= hard_met(firm[1]):
             # Giving way bought no hard goal: keep the smoother (more deliverable) plan.
             x, achieved, aims, weights = firm
@@ -466,6 +485,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     trade_off = ""
     round_ = 0
     with_extras = bool(sparing_extras)
+    extras_scale = 1.0  # factor on the sparing objectives' weights, lowered where they cost a goal
     kept = False  # a sparing step kept yet
     while round_ < sparing_rounds and (spare or not all(r.met for r in achieved)):
         if out_of_time():
@@ -475,16 +495,18 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         floored = sparing_floor is not None and not kept
         for i, r in enumerate(achieved):
             if not r.met and not goals[i].hard:
-                trial_weights[i] *= SOFT_GROWTH
+                trial_weights[i] = min(trial_weights[i] * SOFT_GROWTH, MAX_GOAL_WEIGHT)
             elif r.met and i in spare:
                 trial_aims[i] = r.value * (1.0 - step)
                 floor = sparing_floor[i] if floored else None
                 if floor is not None:  # not past what is thought achievable, at first, and
                     # never above the aim that met the goal
                     trial_aims[i] = min(max(trial_aims[i], floor), aims[i])
-                trial_weights[i] *= SOFT_GROWTH
+                trial_weights[i] = min(trial_weights[i] * SOFT_GROWTH, MAX_GOAL_WEIGHT)
         first_round = round_
-        extras, matrix, tag = ((sparing_extras, D_sparing, " with sparing objectives")
+        extras, matrix, tag = (([replace(o, weight=o.weight * extras_scale)  # type: ignore
+                                 for o in sparing_extras], D_sparing,
+                                f" with sparing objectives x{extras_scale:g}")
                                if with_extras else ([], Dr, ""))
         round_ += 1
         x_new, new = run(f"sparing {round_}{tag}",
@@ -500,11 +522,14 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
         if lost and with_extras:
             # The sparing objectives ask for more than the goals allow here: the step is undone
-            # and the sparing goes on without them, as it would have gone (rounds not counted).
-            with_extras = False
+            # and made again with them weighing less, in the end without them, as it would have
+            # gone (rounds not counted).
+            extras_scale *= SPARING_OBJECTIVE_BACKOFF
             round_ = first_round
-            notes.append("sparing objectives dropped (with them a sparing step lost "
-                         f"{', '.join(goals[i].label for i in lost)})")
+            if extras_scale < SPARING_OBJECTIVE_LEAST:
+                with_extras = False
+                notes.append("sparing objectives dropped (with them a sparing step lost "
+                             f"{', '.join(goals[i].label for i in lost)})")
             continue
         if lost:
             pushed = [goals[i].label for i in spare if achieved[i].met]
@@ -513,7 +538,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                          f"{', '.join(goals[i].label for i in lost)}")
             # Undo the step; the lost goals weigh more from now on and the next step is smaller.
             for i in lost:
-                weights[i] *= HARD_GROWTH
+                weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
             step /= 2.0
             continue
         gain = max([(achieved[i].value - new[i].value) / max(abs(achieved[i].value), 1e-12)

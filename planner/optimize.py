@@ -23,10 +23,16 @@ from optim.autoplan import (
 from optim.fluence import Progress
 from optim.objectives import resolve_overlaps
 from planner.patient import Patient
-from planner.protocol import Protocol, StructureMapping, map_structures, plan_goal
+from planner.planning_structures import PlanningStructures, body_or_dense, planning_structures
+from planner.protocol import (
+    OUTSIDE_TARGETS, Goal, Protocol, StructureMapping, map_structures, plan_goal,
+)
 
 RING_MM = 50.0      # normal tissue within 50 mm of a target shapes the fall-off (it ends at 30 mm)
 RING_STEP = 2       # every 2nd voxel along each axis: 1/8 of the ring's rows, same fall-off shape
+#: The hot-spot and maximum goals outside the PTVs act on the voxels this close to a target:
+#: beyond it 9 fields give far below 110 % of the highest prescription.
+HOT_SPOT_SHELL_MM = 20.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class FluenceProblem:
     goals: tuple[PlanGoal, ...]
     normal_tissue: NormalTissue | None
     mapping: StructureMapping
+    structures: PlanningStructures = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,16 @@ class PatientPlan:
 
 
 def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
-                    ring_mm: float = RING_MM, ring_step: int = RING_STEP) -> FluenceProblem:
+                    ring_mm: float = RING_MM, ring_step: int = RING_STEP,
+                    structures: PlanningStructures | None = None) -> FluenceProblem:
     """Targets, goals and normal-tissue ring of ``patient`` under ``protocol``.
+
+    Targets and their goals act on the optimised volumes, the goals on ``Outside PTVs`` on the
+    body outside the targets (:mod:`planner.planning_structures`): its hot-spot and maximum goals
+    on the voxels within ``HOT_SPOT_SHELL_MM`` of a target (where such doses can occur) but not
+    touching one, and its mean over all of it, each on every ``ring_step``-th voxel along each
+    axis (:func:`sampled_outside`: each sample stands for ``ring_step**3`` voxels; the goal table
+    on the CT grid counts every voxel).
 
     Parameters
     ----------
@@ -73,43 +88,88 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
         objective.
     ring_step : int
         Keep every ``ring_step``-th ring voxel along each axis.
+    structures : PlanningStructures, optional
+        ``planning_structures(patient, protocol)``, when the caller has it already.
 
     Raises
     ------
     InputError
         A structure needed by a non-optional goal is missing (from ``map_structures``).
     """
-    mapping = map_structures(protocol, [s.name for s in patient.structures])
-    names = list(mapping.mapping)
-    masks = [patient.structure(mapping.mapping[n]).mask for n in names]
+    if structures is None:
+        structures = planning_structures(patient, protocol)
+    names = [n for n in structures.mapping if n != OUTSIDE_TARGETS]
+    masks = [structures.mask(n) for n in names]
     is_target = [protocol.structure(n).kind == "target" for n in names]
     priority = [protocol.prescription_gy(n) or 0.0 for n in names]
     resolved = dict(zip(names, resolve_overlaps(masks, is_target, priority)))
     full = dict(zip(names, masks))
+    distance = distance_from_targets(patient, structures)
+    sampled = sampled_outside(structures, ring_step)
+    # Voxels next to a target on a coarse grid are partly target (a resampled mask keeps a voxel
+    # at half its volume): the hot-spot goals on the optimiser's grid skip that first layer.
+    adjacent = distance <= max(patient.grid.spacing_mm) * 1.01
+    full[OUTSIDE_TARGETS] = sampled & (distance <= HOT_SPOT_SHELL_MM) & ~adjacent
+    sample_cc = patient.grid.voxel_volume_cc * ring_step**3  # the volume one sample stands for
 
     def rows(mask: np.ndarray) -> Any:
         return xp.asarray(np.flatnonzero(mask.ravel()))
 
+    def goal_rows(goal: Goal) -> tuple[Any, Any, float]:
+        if goal.structure != OUTSIDE_TARGETS:
+            return (rows(full[goal.structure]), rows(resolved[goal.structure]),
+                    patient.grid.voxel_volume_cc)
+        mask = sampled if goal.kind == "mean_dose" else full[OUTSIDE_TARGETS]
+        return rows(mask), None, sample_cc
+
     targets = tuple(TargetDose(n, rows(resolved[n]), protocol.prescription_gy(n))  # type: ignore
                     for n in names if protocol.prescription_gy(n) is not None)
-    goals = tuple(plan_goal(protocol, g, rows(full[g.structure]), patient.grid.voxel_volume_cc,
-                            rows(resolved[g.structure]))
-                  for g in protocol.goals if g.structure in full)
-
-    target_union = np.zeros(patient.grid.shape, dtype=bool)
-    for n, t in zip(names, is_target):
-        if t:
-            target_union |= full[n]
-    # Normal tissue is inside the external contour, else where dose is possible (OpenKBP).
-    inside = patient.body_mask()
-    if inside is None:
-        inside = np.ones(patient.grid.shape, dtype=bool)
-    distance = scipy.ndimage.distance_transform_edt(~target_union, sampling=patient.grid.spacing_mm)
-    sub = np.zeros(patient.grid.shape, dtype=bool)
-    sub[::ring_step, ::ring_step, ::ring_step] = True
-    ring = inside & ~target_union & (distance <= ring_mm) & sub
+    goals = []
+    for g in protocol.goals:
+        if g.structure in full:
+            indices, objective_indices, voxel_cc = goal_rows(g)
+            goals.append(plan_goal(protocol, g, indices, voxel_cc, objective_indices))
+    ring = sampled & (distance <= ring_mm)
     normal = (NormalTissue(rows(ring), xp.asarray(distance[ring])) if ring.any() else None)
-    return FluenceProblem(targets, goals, normal, mapping)
+    mapping = map_structures(protocol, [s.name for s in patient.structures])
+    return FluenceProblem(targets, tuple(goals), normal, mapping, structures)
+
+
+def distance_from_targets(patient: Patient, structures: PlanningStructures) -> np.ndarray:
+    """Distance (mm) of every voxel from the nearest voxel of a whole prescribed target (in the
+    body)."""
+    targets = ~structures.mask(OUTSIDE_TARGETS) & body_or_dense(patient)
+    if not targets.any():
+        return np.full(patient.grid.shape, np.inf)
+    return scipy.ndimage.distance_transform_edt(~targets, sampling=patient.grid.spacing_mm)
+
+
+def sampled_outside(structures: PlanningStructures, step: int = RING_STEP) -> np.ndarray:
+    """``Outside PTVs`` on every ``step``-th voxel along each axis: the normal tissue as the
+    optimiser samples it (its dose only shapes the fall-off and the mean)."""
+    sub = np.zeros(structures.patient.grid.shape, dtype=bool)
+    sub[::step, ::step, ::step] = True
+    return structures.mask(OUTSIDE_TARGETS) & sub
+
+
+def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_STEP,
+                    structures: PlanningStructures | None = None) -> np.ndarray:
+    """``(nz, ny, nx)`` bool: the voxels whose beamlet dose the plan needs.
+
+    Every voxel of every structure the protocol names (except ``Outside PTVs``) and every
+    ``step``-th voxel along each axis of the rest of the grid. The Dij needs no other rows: the
+    final dose is computed from the segments.
+    """
+    if structures is None:
+        structures = planning_structures(patient, protocol)
+    keep = np.zeros(patient.grid.shape, dtype=bool)
+    keep[::step, ::step, ::step] = True
+    for name in structures.mapping:
+        if name != OUTSIDE_TARGETS:
+            keep |= structures.mask(name)
+    for name in structures.delineated.values():
+        keep |= patient.structure(name).mask
+    return keep
 
 
 def dij_array_module(D: Any) -> Any:
@@ -123,7 +183,8 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
                      regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
                      achievable_dose_gy: np.ndarray | None = None,
                      time_limit_s: float | None = None,
-                     progress: Callable[[str, Progress], None] | None = None) -> PatientPlan:
+                     progress: Callable[[str, Progress], None] | None = None,
+                     structures: PlanningStructures | None = None) -> PatientPlan:
     """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
 
     Parameters
@@ -146,6 +207,8 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         Wall-time budget of the optimisation.
     progress : callable, optional
         Called with the step name and each iteration's progress.
+    structures : PlanningStructures, optional
+        ``planning_structures(patient, protocol)``, when the caller has it already.
 
     Returns
     -------
@@ -154,7 +217,7 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     if D.shape[0] != patient.grid.size:
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
     xp = dij_array_module(D)
-    problem = fluence_problem(patient, protocol, xp=xp)
+    problem = fluence_problem(patient, protocol, xp=xp, structures=structures)
     floor = None
     if achievable_dose_gy is not None:
         achievable = xp.asarray(np.asarray(achievable_dose_gy, dtype=np.float64).ravel())

@@ -9,10 +9,13 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    a goal known to be impossible wastes minutes and ends in a plan that must be rejected anyway;
    ``allow_conflicts=True`` plans anyway and reports them.
 2. **dose grid** over the body (:func:`dose_grid_for`); the patient resampled onto it
-   (:func:`resample_patient`) for the optimisation and the segment weights.
+   (:func:`resample_patient`) for the optimisation and the segment weights; the optimisation
+   structures (:mod:`planner.planning_structures`: targets less their air and skin, the tissue
+   outside them) on both grids.
 3. **beams**: ``beam_count`` equispaced coplanar fields (gantry 0, 360/n, ...) at the centroid of
    the targets, with the beamlets covering the targets' projection.
-4. **Dij** (:func:`dose.compute_dij`), 5. **seed** (with ``seed=True``: the dose predicted by
+4. **Dij** (:func:`dose.compute_dij`, on :func:`needed_voxels`), 5. **seed** (by default: the
+   dose predicted by
    :func:`planner.predict.seed.predict_seed` while the Dij is computed, then what it gives the
    sparing step, :func:`planner.predict.seed.seed_arguments`; unseeded with a note otherwise or
    where the network does not apply), 6. **optimisation** of the fluence
@@ -20,12 +23,14 @@ The steps (DESIGN.md, "Data flow"), each timed and reported through ``progress``
    segments and MU for the same goals),
 7. **sequencing** (:func:`sequence_beams`), 8. **segment doses** (:func:`dose.segment_dose_matrix`:
    the dose engine on the apertures, not the beamlets, on the voxels of
-   :func:`segment_weight_voxels`), 9. **segment weights** (:func:`optim.optimise_segment_weights`,
+   :func:`needed_voxels`), 9. **segment weights** (:func:`optim.optimise_segment_weights`,
    following the fluence plan's dose so that the deliverable plan recovers its quality, with a
    small price on MU so that MU which buy no dose the objectives care about are dropped; a
    hard goal the fluence plan met and the mimicking lost is then pushed back inside its limit
    by :func:`optim.restore_goals` on :func:`segment_weight_goals`),
-   10. **final dose** of the weighted segments (:func:`dose.segment_dose`, every voxel),
+   10. **final dose** of the weighted segments (:func:`dose.segment_dose`, every voxel), then
+   the **normalisation** (:func:`normalisation_scale`: the main target's D95 at its
+   prescription, as far as the hard goals allow),
 11. **export** of RT Plan + RT Dose (+ CT and RTSTRUCT when the patient did not come from DICOM)
    and the **report**, with ``summary.json`` and ``plan.log`` beside them.
 
@@ -53,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.ndimage
 
 import planner
 from dose import (Segment, beamlets_covering, compute_dij, equispaced_beams, load_beam_model,
@@ -62,6 +68,7 @@ from dose.beams import BeamSet
 from dose.grid import Grid
 from dose.machine import Machine
 from dose.segments import MIN_DOSE_DENSITY_G_CM3
+from optim import dvh
 from optim import (DoseMimicking, FluenceSmoothness, GoalResult, PlanGoal, evaluate_goals, neighbour_pairs,
                    optimise_segment_weights, restore_goals, sequence_leaves)
 from optim.fluence import Progress
@@ -70,8 +77,9 @@ from planner.io import load_patient
 from planner.io._atomic import atomic_directory, check_writable
 from planner.io.plan_dicom import PlanFiles, write_plan_dicom
 from planner.io.rtplan import PlanBeam
-from planner.optimize import fluence_problem, optimise_patient
+from planner.optimize import fluence_problem, optimise_patient, planning_voxels
 from planner.patient import Patient, Structure
+from planner.planning_structures import PlanningStructures, planning_structures
 from planner.protocol import PROTOCOL_DIR, Protocol, map_structures, read_protocol
 from planner.review import write_report
 from planner.review.dvh import resample_dose
@@ -127,6 +135,13 @@ SEGMENT_MU_PRICE_PER_GY = 6e-5
 #: several times faster than the full matrix at 1 mm, while the final dose, which is exported and
 #: reported, is computed on every voxel at the dose engine's default resolution.
 SEGMENT_WEIGHT_SUBSAMPLE = 2
+#: A target on the dose grid keeps every voxel a quarter of which it covers: the goal table reads
+#: the dose interpolated onto the CT grid, where a CT voxel at the target's edge takes part of
+#: its dose from dose-grid voxels whose centres lie outside the target. Kept at half their
+#: volume (as organs are), a 5 cc PTV70 (OpenKBP pt_202) met D99 on the dose grid and missed it
+#: by 3.4 Gy on the CT grid; kept at any overlap (1 %), it met D99 but the normal tissue's mean
+#: rose from 24.5 to 28.0 Gy (its PTV63 and PTV56 grew by a shell of 1.5 mm).
+TARGET_LEAST_FRACTION = 0.25
 SEGMENT_WEIGHT_FLUENCE_MM = 2.0
 
 
@@ -244,7 +259,8 @@ def resample_patient(patient: Patient, grid: Grid) -> Patient:
 
     Every new voxel takes the volume-weighted average of the old voxels it overlaps (exact box
     overlaps, separable along z, y and x): HU and density are averaged, and a structure (and the
-    possible-dose mask) keeps a new voxel when at least half of that voxel lies inside it. A
+    possible-dose mask) keeps a new voxel when at least half of that voxel lies inside it, a
+    target when a quarter of it does (``TARGET_LEAST_FRACTION``). A
     structure smaller than half a new voxel everywhere keeps its single most-covered voxel, so
     that no delineated structure vanishes (its goals still have voxels to act on). Parts of
     ``grid`` outside the patient's grid get density 0 and no structure.
@@ -265,14 +281,16 @@ def resample_patient(patient: Patient, grid: Grid) -> Patient:
                zip(patient.grid.axes_mm(), patient.grid.spacing_mm, grid.axes_mm(),
                    grid.spacing_mm)]
 
-    def mask(values: np.ndarray) -> np.ndarray:
+    def mask(values: np.ndarray, least: float = 0.5) -> np.ndarray:
         fraction = _box_average(values, weights)
-        kept = fraction >= 0.5
+        kept = fraction >= least
         if not kept.any() and values.any() and fraction.max() > 0:
             kept.flat[np.argmax(fraction)] = True
         return kept
 
-    structures = tuple(Structure(s.name, s.kind, mask(s.mask)) for s in patient.structures)
+    structures = tuple(Structure(s.name, s.kind, mask(
+        s.mask, TARGET_LEAST_FRACTION if s.kind == "target" else 0.5))
+        for s in patient.structures)
     possible = (None if patient.possible_dose_mask is None else mask(patient.possible_dose_mask))
     return Patient(patient.name, grid, _box_average(patient.hu, weights),
                    _box_average(patient.density, weights), structures, patient.prescriptions,
@@ -421,20 +439,27 @@ def dose_calculation_mask(dose_patient: Patient) -> np.ndarray:
     return mask
 
 
-def segment_weight_voxels(dose_patient: Patient, protocol: Protocol, mapping: dict[str, str]
-                          ) -> np.ndarray:
-    """Dose-grid voxels of the segment-weight problem: ``(nz, ny, nx)`` bool.
+def needed_voxels(dose_patient: Patient, protocol: Protocol,
+                  structures: PlanningStructures | None = None) -> np.ndarray:
+    """Dose-grid voxels whose beamlet and segment doses the optimisation needs: ``(nz, ny, nx)``
+    bool.
 
-    Every voxel of the protocol's targets and organs, and every ``SEGMENT_WEIGHT_SUBSAMPLE``-th
-    voxel along each axis of the rest of the patient (density >= ``MIN_DOSE_DENSITY_G_CM3``).
+    :func:`planner.optimize.planning_voxels` (every structure voxel, the tissue near the targets,
+    every ``SEGMENT_WEIGHT_SUBSAMPLE``-th voxel along each axis of the rest) where the dose is
+    calculated (:func:`dose_calculation_mask`). The exported dose is computed on every voxel.
     """
-    keep = np.zeros(dose_patient.grid.shape, dtype=bool)
-    for patient_name in mapping.values():
-        keep |= dose_patient.structure(patient_name).mask
-    sub = np.zeros(dose_patient.grid.shape, dtype=bool)
-    step = SEGMENT_WEIGHT_SUBSAMPLE
-    sub[::step, ::step, ::step] = True
-    return keep | (sub & (dose_patient.density >= MIN_DOSE_DENSITY_G_CM3))
+    return dose_calculation_mask(dose_patient) & planning_voxels(
+        dose_patient, protocol, step=SEGMENT_WEIGHT_SUBSAMPLE, structures=structures)
+
+
+def fill_uncomputed(dose_gy: np.ndarray, computed: np.ndarray) -> np.ndarray:
+    """``dose_gy`` with each voxel outside ``computed`` given the dose of the nearest computed
+    voxel (a dose on sampled rows made whole, for goal tables on another grid)."""
+    if computed.all() or not computed.any():
+        return dose_gy
+    nearest = scipy.ndimage.distance_transform_edt(~computed, return_distances=False,
+                                                   return_indices=True)
+    return dose_gy[tuple(nearest)]
 
 
 def _row_of_voxel(n_voxels: int, voxel_index: np.ndarray) -> np.ndarray:
@@ -479,13 +504,14 @@ def segment_weight_objectives(dose_patient: Patient, protocol: Protocol,
 
 
 def segment_weight_goals(dose_patient: Patient, protocol: Protocol, voxel_index: np.ndarray,
-                         *, xp: Any = np) -> tuple[PlanGoal, ...]:
+                         *, xp: Any = np, structures: PlanningStructures | None = None
+                         ) -> tuple[PlanGoal, ...]:
     """The protocol's hard goals on the rows of the segment-dose matrix, for
     :func:`optim.restore_goals`.
 
     The goals are the fluence optimiser's own (:func:`planner.optimize.fluence_problem`, on the
     dose grid), their voxel indices mapped to the rows (``voxel_index``, flat indices of the
-    dose grid, which hold every structure voxel: :func:`segment_weight_voxels`).
+    dose grid, which hold every structure voxel: :func:`needed_voxels`).
     """
     row_of = _row_of_voxel(dose_patient.grid.size, voxel_index)
 
@@ -495,7 +521,8 @@ def segment_weight_goals(dose_patient: Patient, protocol: Protocol, voxel_index:
 
     return tuple(dataclasses.replace(g, indices=rows(g.indices), objective_indices=(
                      None if g.objective_indices is None else rows(g.objective_indices)))
-                 for g in fluence_problem(dose_patient, protocol).goals if g.hard)
+                 for g in fluence_problem(dose_patient, protocol, structures=structures).goals
+                 if g.hard)
 
 
 def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], patient: Patient,
@@ -539,6 +566,70 @@ def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], p
     return tuple(kept)
 
 
+def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
+                        protocol: Protocol, structures: PlanningStructures,
+                        goals: Sequence[GoalRow], *, least_segment_mu: float,
+                        min_segment_mu: float, bisections: int = 6) -> tuple[float, str]:
+    """The factor on every segment's MU that puts the main target's D95 at its prescription,
+    and a line saying what was done.
+
+    The main target is the one with the highest prescription; its D95 is taken on its optimised
+    volume (:mod:`planner.planning_structures`) on the CT grid, as the goal table does. The
+    factor is applied only as far as it keeps every hard goal that ``goals`` meets met and every
+    segment at ``min_segment_mu`` or more: where the full factor would lose one, the largest
+    step towards it that keeps them is found by bisection (``bisections`` halvings), so a plan
+    is never left hot (or cold) by more than its hard goals demand.
+
+    Parameters
+    ----------
+    patient : Patient
+        On the CT grid, as imported.
+    dose_grid : Grid
+    dose_gy : (nz, ny, nx) float array, Gy, on ``dose_grid``
+        The deliverable plan's dose (linear in the MU).
+    protocol : Protocol
+    structures : PlanningStructures
+        ``planning_structures(patient, protocol)``.
+    goals : sequence of GoalRow
+        The goal table of ``dose_gy``.
+    least_segment_mu, min_segment_mu : float, MU
+        The smallest segment's MU and the least a segment may carry.
+    """
+    main = max(protocol.prescriptions, key=lambda p: p.dose_gy)
+    if main.target not in structures.mapping:
+        return 1.0, "none (the main target is not delineated)"
+    name = structures.mapping[main.target]
+    dose_ct = resample_dose(dose_gy, dose_grid, patient.grid)
+    d95 = dvh.dose_at_volume(dose_ct[structures.mask(main.target)].astype(np.float64), 0.95)
+    if d95 <= 0:
+        return 1.0, f"none ({name} receives no dose)"
+    wanted = main.dose_gy / d95 * (1.0 + 1e-5)  # a hair above: float32 must not leave D95 < Rx
+    kept_hard = {g.goal.label for g in goals if g.goal.hard and g.met}
+
+    def keeps(scale: float) -> bool:
+        if least_segment_mu * scale < min_segment_mu - 1e-9:
+            return False
+        rows = evaluate_protocol(patient, dose_ct * np.float32(scale), protocol,
+                                 structures=structures)
+        return all(r.met for r in rows if r.goal.label in kept_hard)
+
+    done = wanted
+    if not keeps(wanted):
+        low, high = 1.0, wanted
+        for _ in range(bisections):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if keeps(middle) else (low, middle)
+        done = low
+    rule = f"{name} D95 at its prescription {main.dose_gy:g} Gy"
+    if done == 1.0:
+        return 1.0, (f"{rule} would need x{wanted:.3f}, which loses a hard goal; not scaled "
+                     f"(D95 {d95:.2f} Gy)")
+    if done != wanted:
+        return done, (f"{rule} needs x{wanted:.3f}; scaled x{done:.3f}, as far as the hard goals "
+                      f"allow (D95 {d95:.2f} -> {d95 * done:.2f} Gy)")
+    return done, f"{rule}: every segment's MU x{done:.3f} (D95 {d95:.2f} Gy before)"
+
+
 def default_protocol(patient: Patient) -> Protocol:
     """The first bundled protocol (``data/protocols``, by name) whose structures the patient has.
 
@@ -564,9 +655,12 @@ def default_protocol(patient: Patient) -> Protocol:
 
 
 def _goal_rows(rows: Sequence[GoalRow]) -> list[dict[str, Any]]:
+    def number(value: float) -> float | None:  # JSON has no infinity: a goal without a limit
+        return round(value, 4) if np.isfinite(value) else None
+
     return [{"goal": g.goal.label, "structure": g.structure, "priority": g.goal.priority,
-             "value": round(g.value, 4), "limit": round(g.limit, 4),
-             "margin": round(g.margin, 4), "unit": g.unit, "met": bool(g.met)} for g in rows]
+             "value": number(g.value), "limit": number(g.limit),
+             "margin": number(g.margin), "unit": g.unit, "met": bool(g.met)} for g in rows]
 
 
 def _grid_json(grid: Grid) -> dict[str, Any]:
@@ -630,22 +724,22 @@ def _predict_seed(patient: Patient, device: str) -> Any:
 
 
 def _seed_inputs(predicting: Future | None, patient: Patient, D: Any
-                 ) -> tuple[dict[str, Any], str]:
-    """The seed's keyword arguments of :func:`planner.optimize.optimise_patient` and its note
-    (what ``--seed`` asked for, or not)."""
+                 ) -> tuple[dict[str, Any], np.ndarray | None, str]:
+    """The seed's keyword arguments of :func:`planner.optimize.optimise_patient`, the predicted
+    dose (None when unseeded) and the seed's note."""
     if predicting is None:
-        return {}, "unseeded: not asked for (--seed seeds the optimiser with the dose prediction)"
+        return {}, None, "unseeded: --no-seed"
     from planner.predict.seed import seed_arguments
 
     seed = predicting.result()
-    return seed_arguments(patient, D, seed), seed.note
+    return seed_arguments(patient, D, seed), seed.dose_gy, seed.note
 
 
 def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path | None = None, *,
                  out_dir: str | Path, device: str = "auto", beam_count: int = 9,
                  beamlet_mm: float = 5.0, dose_grid_mm: float = 3.0,
                  max_segments_per_beam: int = MAX_SEGMENTS_PER_BEAM,
-                 time_limit_s: float | None = None, seed: bool = False,
+                 time_limit_s: float | None = None, seed: bool = True,
                  allow_conflicts: bool = False, overwrite: bool = False,
                  progress: Callable[[str, bool], None] | None = None) -> PlanResult:
     """Plan one patient from import to reviewed deliverable plan (see the module docstring).
@@ -671,10 +765,10 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     time_limit_s : float, optional, s
         Budget of the fluence optimisation.
     seed : bool
-        Seed the fluence optimisation with the dose prediction where it applies: predicted
+        Shape the plan with the dose prediction where the network applies (default): predicted
         (:func:`planner.predict.seed.predict_seed`) while the Dij is computed, it bounds the
-        first sparing push and its dose mimicking joins the sparing step
-        (``benchmarks/results/seeding_openkbp.md``).
+        organs' first sparing push and its dose mimicking joins the sparing step
+        (:mod:`planner.predict.seed`); the report shows it beside the plan.
     allow_conflicts : bool
         Plan even when the protocol conflicts with the structures (reported, not raised).
     overwrite : bool
@@ -744,7 +838,10 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     fraction_dose_cgy = 100.0 * rx_max_gy / fractions
     dose_grid = dose_grid_for(patient, dose_grid_mm)
     dose_patient = resample_patient(patient, dose_grid)
+    ct_structures = planning_structures(patient, protocol)
     step("dose grid", f"{dose_grid.shape} at {dose_grid_mm:g} mm")
+    for note in ct_structures.notes:
+        say(f"optimisation structure: {note}")
 
     machine, model = load_machine(), load_beam_model()
     iso = target_centre_xyz_mm(patient, targets)
@@ -760,13 +857,16 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     density = to_device(patient.density, device)
     calculated = to_device(dose_calculation_mask(dose_patient), device)
+    dose_structures = planning_structures(dose_patient, protocol)
+    needed = needed_voxels(dose_patient, protocol, dose_structures)
     # The network needs no Dij: it predicts on a second thread while the Dij is computed.
     with ThreadPoolExecutor(max_workers=1) as pool:
         predicting = pool.submit(_predict_seed, dose_patient, device) if seed else None
-        dij = compute_dij(density, patient.grid, dose_grid, beamset, model, dose_mask=calculated)
+        dij = compute_dij(density, patient.grid, dose_grid, beamset, model,
+                          dose_mask=to_device(needed, device))
         D = dij.matrix
         step("dij", f"{D.shape[0]} x {D.shape[1]}, {D.nnz} non-zeros")
-        seeding, seed_note = _seed_inputs(predicting, dose_patient, D)
+        seeding, predicted_gy, seed_note = _seed_inputs(predicting, dose_patient, D)
     step("seed", seed_note)
 
     def on_iteration(name: str, p: Progress) -> None:
@@ -777,13 +877,15 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     fluence = optimise_patient(dose_patient, D, protocol,
                                regularisers=[smoothness_regulariser(beamset)],
                                time_limit_s=time_limit_s, progress=on_iteration,
-                               **seeding)
+                               structures=dose_structures, **seeding)
     result = fluence.result
     for s in result.steps:
         say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} goals "
             f"met ({s.note})")
-    goals_fluence = evaluate_protocol(patient, resample_dose(fluence.dose_gy, dose_grid,
-                                                             patient.grid), protocol)
+    fluence_dose = fill_uncomputed(fluence.dose_gy, needed)
+    goals_fluence = evaluate_protocol(patient, resample_dose(fluence_dose, dose_grid,
+                                                             patient.grid), protocol,
+                                      structures=ct_structures)
     step("optimisation", f"{result.iterations} iterations in {len(result.steps)} steps; "
                          f"stopped: {result.stopped_by}")
 
@@ -798,8 +900,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     field_beams = [beams[f.beam] for f in sequences]
     voxel_index, S = segment_dose_matrix(
         density, patient.grid, dose_grid, field_beams, per_field, machine, model,
-        dose_mask=to_device(segment_weight_voxels(dose_patient, protocol, mapping.mapping),
-                            device),
+        dose_mask=to_device(needed, device),
         fluence_spacing_mm=SEGMENT_WEIGHT_FLUENCE_MM)
     step("segment doses", f"{S.shape[1]} segments on {S.shape[0]} voxels")
 
@@ -833,7 +934,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         dose = to_device(segment_dose(density, patient.grid, dose_grid, final_beams,
                                       final_segments, machine, model, dose_mask=calculated), "cpu")
         return plan_beams, dose, evaluate_protocol(
-            patient, resample_dose(dose, dose_grid, patient.grid), protocol)
+            patient, resample_dose(dose, dose_grid, patient.grid), protocol,
+            structures=ct_structures)
 
     plan_beams, dose, goals_plan = deliver(weights.x)
     step("final dose", f"max {float(dose.max()):.2f} Gy; "
@@ -845,10 +947,12 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     repair_summary: dict[str, Any] = {"lost": [r.goal.label for r in lost], "rounds": 0,
                                       "restored": []}
     if lost:
-        hard = segment_weight_goals(dose_patient, protocol, host_index, xp=xp)
+        hard = segment_weight_goals(dose_patient, protocol, host_index, xp=xp,
+                                    structures=dose_structures)
         on_rows = evaluate_goals(S @ xp.asarray(weights.x, dtype=S.dtype), hard)
         repair = restore_goals(S, objectives, weights,
-                               goals_to_restore(hard, on_rows, patient, goals_fluence, goals_plan),
+                               goals_to_restore(hard, on_rows, ct_structures.patient,
+                                                goals_fluence, goals_plan),
                                min_weight=min_weight, mu_weight=mu_price,
                                max_iter=SEGMENT_WEIGHT_ITERATIONS)
         repair_summary["rounds"] = repair.rounds
@@ -863,6 +967,21 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
             f"{r.unit} ({'restored' if after[r.goal.label].met else 'still lost'})" for r in lost)
             + f"; {sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met, "
               f"{int(np.count_nonzero(weights.x))} segments")
+
+    normalisation = "none (optimised to the goals; normalise = false in the protocol)"
+    if protocol.planning.normalise:
+        scale, normalisation = normalisation_scale(
+            patient, dose_grid, dose, protocol, ct_structures, goals_plan,
+            least_segment_mu=min(seg.mu for b in plan_beams for seg in b.segments),
+            min_segment_mu=MIN_MU_PER_SEGMENT)
+        if scale != 1.0:
+            dose = dose * np.float32(scale)
+            plan_beams = [dataclasses.replace(b, segments=tuple(
+                dataclasses.replace(seg, mu=seg.mu * scale) for seg in b.segments))
+                for b in plan_beams]
+            goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
+                                           protocol, structures=ct_structures)
+        step("normalisation", normalisation)
 
     total_mu = float(sum(b.mu for b in plan_beams))
     summary: dict[str, Any] = {
@@ -907,10 +1026,10 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         review = ReviewPlan(label=protocol.name, beams=tuple(plan_beams),
                             leaf_boundaries_mm=machine.leaf_boundaries_mm,
                             fluences=aperture_fluences(plan_beams, machine.leaf_boundaries_mm),
-                            fractions=fractions, normalisation="none (optimised to the goals)",
+                            fractions=fractions, normalisation=normalisation,
                             source="planner plan")
         write_report(tmp / REPORT_FOLDER, patient, dose, dose_grid, protocol=protocol,
-                     plan=review)
+                     plan=review, predicted_dose_gy=predicted_gy, prediction_note=seed_note)
         step("report", f"{REPORT_FOLDER}/report.html")
         summary["times_s"] = {k: round(v, 2) for k, v in times.items()}
         summary["total_s"] = round(time.perf_counter() - start, 2)

@@ -17,6 +17,19 @@ A protocol file (``data/protocols/*.toml``) holds::
     unit = "Gy"                  # dose metrics: Gy or % (of the reference dose); V metrics: % or cc
     priority = "hard"            # or "soft" (may be traded against hard goals)
     optional = false             # true: skipped, not an error, when the patient lacks the structure
+    [planning]                   # optional: the dosimetrist's unwritten rules (defaults shown)
+    hot_spot_percent = 110.0     # outside the PTVs at most hot_spot_cc above this % of the
+    hot_spot_cc = 1.0            #   highest prescription (RTOG 0225 / 0615)
+    max_outside_percent = 115.0  # and no point above this % (a hard limit on the global maximum)
+    air_hu = -400.0              # target voxels below this HU are air, left out of the optimised
+    skin_crop_mm = 3.0           #   target with those within this distance of the skin
+    normalise = true             # the deliverable plan scaled so the main target's D95 is its Rx
+
+Every protocol gets goals on ``Outside PTVs`` (the body outside every prescribed target, derived
+by :mod:`planner.planning_structures`) from its ``[planning]`` settings: volume above
+``hot_spot_percent`` at most ``hot_spot_cc`` (hard), maximum at most ``max_outside_percent``
+(hard), and the mean dose as low as the trade-offs allow (soft, no limit). A protocol that states
+its own goals on ``Outside PTVs`` keeps them instead.
 
 A dose in % refers to the structure's own prescription when it is a target with one, otherwise to
 the highest prescription. Goals are evaluated with :mod:`optim.dvh` (``Dmax`` is D at 0 %, the
@@ -28,7 +41,8 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +52,10 @@ from planner.errors import InputError
 from planner.patient import Prescription
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "data" / "protocols"
+
+#: The derived structure every protocol has goals on: the body outside every prescribed target
+#: (:func:`planner.planning_structures.planning_structures` makes its mask).
+OUTSIDE_TARGETS = "Outside PTVs"
 
 GoalKind = Literal["dose_at_volume", "volume_at_dose", "mean_dose"]
 
@@ -94,8 +112,41 @@ class Goal:
     @property
     def label(self) -> str:
         """E.g. ``"PTV D95% >= 50 Gy"``."""
+        if math.isinf(self.value):
+            return f"{self.structure} {self.metric} as low as possible"
         sign = "<=" if self.bound == "max" else ">="
         return f"{self.structure} {self.metric} {sign} {self.value:g} {self.unit}"
+
+
+@dataclass(frozen=True)
+class PlanningSettings:
+    """The rules a dosimetrist applies without writing them down (the ``[planning]`` table).
+
+    Attributes
+    ----------
+    hot_spot_percent : float, % of the highest prescription
+        Outside the PTVs, at most ``hot_spot_cc`` may receive more (RTOG 0225 / 0615: at most
+        1 cc of tissue outside the PTVs above 110 % of the highest prescription).
+    hot_spot_cc : float, cm^3
+    max_outside_percent : float, % of the highest prescription
+        No point outside the PTVs above it.
+    air_hu : float, HU
+        Target voxels below it are air: left out of the optimised target and its coverage goals
+        (the whole PTV's figures are still reported).
+    skin_crop_mm : float, mm
+        Target voxels closer than this to the body's surface (the build-up region) are left out
+        of the optimised target as well.
+    normalise : bool
+        Scale the deliverable plan so that the main (highest-prescription) target's D95 on its
+        optimised volume equals its prescription, where that keeps every hard goal met.
+    """
+
+    hot_spot_percent: float = 110.0
+    hot_spot_cc: float = 1.0
+    max_outside_percent: float = 115.0
+    air_hu: float = -400.0
+    skin_crop_mm: float = 3.0
+    normalise: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,8 +168,10 @@ class Protocol:
     prescriptions : tuple of Prescription
     structures : tuple of StructureSpec
     goals : tuple of Goal
+        The file's goals and those on ``OUTSIDE_TARGETS`` that ``planning`` adds.
     source : str
         The file it came from.
+    planning : PlanningSettings
     """
 
     name: str
@@ -126,6 +179,7 @@ class Protocol:
     structures: tuple[StructureSpec, ...]
     goals: tuple[Goal, ...]
     source: str
+    planning: PlanningSettings = field(default_factory=PlanningSettings)
 
     def structure(self, name: str) -> StructureSpec:
         for s in self.structures:
@@ -175,7 +229,9 @@ def read_protocol(name_or_path: str | Path) -> Protocol:
         raise InputError(f"{src}: cannot read protocol ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"{src}: not valid TOML ({error})") from None
-    _keys(src, "", data, required={"name", "prescriptions", "structures", "goals"})
+    _keys(src, "", data, required={"name", "prescriptions", "structures", "goals"},
+          allowed={"planning"})
+    planning = _planning(src, data.get("planning", {}))
 
     structures = []
     if not isinstance(data["structures"], dict):
@@ -207,10 +263,62 @@ def read_protocol(name_or_path: str | Path) -> Protocol:
     if not prescriptions:
         raise InputError(f"{src}: prescriptions: at least one prescription is needed")
 
-    protocol = Protocol(str(data["name"]), tuple(prescriptions), tuple(structures), (), src)
+    if OUTSIDE_TARGETS in kinds:
+        if kinds[OUTSIDE_TARGETS] != "organ":
+            raise InputError(f"{src}: structures.{OUTSIDE_TARGETS}: must be of kind 'organ' "
+                             f"(it is derived: the body outside every prescribed target)")
+    else:
+        structures.append(StructureSpec(OUTSIDE_TARGETS, "organ"))
+        kinds[OUTSIDE_TARGETS] = "organ"
+    protocol = Protocol(str(data["name"]), tuple(prescriptions), tuple(structures), (), src,
+                        planning)
     goals = tuple(_goal(src, i, g, protocol, kinds)
                   for i, g in enumerate(_table_list(src, "goals", data["goals"])))
-    return Protocol(protocol.name, protocol.prescriptions, protocol.structures, goals, src)
+    if not any(g.structure == OUTSIDE_TARGETS for g in goals):
+        goals += implicit_goals(planning)
+    return Protocol(protocol.name, protocol.prescriptions, protocol.structures, goals, src,
+                    planning)
+
+
+def implicit_goals(planning: PlanningSettings) -> tuple[Goal, ...]:
+    """The goals on ``OUTSIDE_TARGETS`` that every protocol gets (module docstring)."""
+    return (
+        Goal(OUTSIDE_TARGETS, f"V{planning.hot_spot_percent:g}%", "volume_at_dose", None, None,
+             planning.hot_spot_percent, "%", "max", planning.hot_spot_cc, "cc", "hard", False),
+        Goal(OUTSIDE_TARGETS, "Dmax", "dose_at_volume", 0.0, "%", None, None, "max",
+             planning.max_outside_percent, "%", "hard", False),
+        Goal(OUTSIDE_TARGETS, "Dmean", "mean_dose", None, None, None, None, "max", math.inf,
+             "Gy", "soft", False),
+    )
+
+
+_PLANNING_NUMBERS = {"hot_spot_percent": (100.0, 200.0), "hot_spot_cc": (0.0, 1000.0),
+                     "max_outside_percent": (100.0, 200.0), "air_hu": (-1000.0, 0.0),
+                     "skin_crop_mm": (0.0, 20.0)}
+
+
+def _planning(src: str, table: Any) -> PlanningSettings:
+    """The ``[planning]`` table, each number checked against a sensible range."""
+    _keys(src, "planning", table, required=set(), allowed=set(_PLANNING_NUMBERS) | {"normalise"})
+    values: dict[str, Any] = {}
+    for key, (low, high) in _PLANNING_NUMBERS.items():
+        if key not in table:
+            continue
+        value = table[key]
+        if (not isinstance(value, (int, float)) or isinstance(value, bool)
+                or not low <= value <= high):
+            raise InputError(f"{src}: planning.{key}: must be a number from {low:g} to "
+                             f"{high:g}, got {value!r}")
+        values[key] = float(value)
+    if "normalise" in table:
+        if not isinstance(table["normalise"], bool):
+            raise InputError(f"{src}: planning.normalise: must be true or false")
+        values["normalise"] = table["normalise"]
+    settings = PlanningSettings(**values)
+    if settings.max_outside_percent < settings.hot_spot_percent:
+        raise InputError(f"{src}: planning.max_outside_percent: {settings.max_outside_percent:g} "
+                         f"is below hot_spot_percent {settings.hot_spot_percent:g}")
+    return settings
 
 
 def _table_list(src: str, key: str, value: Any) -> list[dict]:
@@ -312,6 +420,9 @@ def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping
     spellings ignored). An exact match wins over a word match; each patient name serves one
     protocol structure at most.
 
+    ``OUTSIDE_TARGETS`` is derived, not delineated: it is never matched (see
+    :func:`planner.planning_structures.planning_structures`).
+
     A protocol structure whose goals are all optional may be missing (e.g. an elective PTV63 that
     was not contoured): it is listed in ``missing`` and its prescription and goals are skipped.
 
@@ -324,7 +435,7 @@ def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping
     mapping: dict[str, str] = {}
     for exact in (True, False):
         for spec in protocol.structures:
-            if spec.name in mapping:
+            if spec.name in mapping or spec.name == OUTSIDE_TARGETS:
                 continue
             aliases = (spec.name, *spec.synonyms)
             for patient_name in remaining:
@@ -336,7 +447,8 @@ def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping
                     mapping[spec.name] = patient_name
                     remaining.remove(patient_name)
                     break
-    missing = [s.name for s in protocol.structures if s.name not in mapping]
+    missing = [s.name for s in protocol.structures
+               if s.name not in mapping and s.name != OUTSIDE_TARGETS]
     for name in missing:
         needed = [g.label for g in protocol.goals if g.structure == name and not g.optional]
         if needed:
@@ -357,7 +469,8 @@ def plan_goal(protocol: Protocol, goal: Goal, indices: Any, voxel_volume_cc: flo
     indices : (n,) int array
         The structure's voxels (rows of the dose-influence matrix).
     voxel_volume_cc : float, cm^3
-        For cc volumes: fraction = cc / (n * voxel volume), clipped to 1.
+        The volume each index stands for (a voxel, or a sample of several); for cc volumes:
+        fraction = cc / (n * voxel_volume_cc), clipped to 1.
     objective_indices : (m,) int array, optional
         Overlap-resolved voxels for the objective.
     """

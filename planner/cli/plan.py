@@ -48,10 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="most MLC segments per beam (default 15)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="S",
                         help="wall-time budget of the fluence optimisation, seconds")
-    parser.add_argument("--seed", action="store_true",
-                        help="seed the optimiser with the dose prediction (head and neck): the "
-                             "organ goals' predicted values bound the first sparing push, and its "
-                             "dose mimicking joins the sparing step, dropped if it costs a goal")
+    parser.add_argument("--seed", action=argparse.BooleanOptionalAction, default=True,
+                        help="shape the plan with the dose prediction where the network applies "
+                             "(head and neck; default): the predicted dose bounds the organs' "
+                             "sparing and pulls the dose outside the targets down towards it; "
+                             "--no-seed plans without it")
     parser.add_argument("--allow-conflicts", action="store_true",
                         help="plan even when a target overlaps an organ whose hard limit is "
                              "below its prescription (reported in the summary and report)")

@@ -1,37 +1,38 @@
-"""Seed the fluence optimiser with a predicted dose (knowledge-based planning, issue 6 point 5).
+"""Shape the plan with a predicted dose (knowledge-based planning; issues 6 and 16).
 
-The prediction enters the sparing step of :func:`optim.autoplan.plan_automatically` twice (the
-keyword arguments of :func:`planner.optimize.optimise_patient` that :func:`seed_arguments`
-returns):
+``planner plan`` seeds by default wherever the network applies. The prediction enters the
+sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arguments of
+:func:`planner.optimize.optimise_patient` that :func:`seed_arguments` returns):
 
 - as **the floor of the first sparing push** (``achievable_dose_gy``): each organ goal's value on
-  the predicted dose. The unseeded first push aims every met organ goal 25 % below its value at
-  once, which on most head-and-neck patients loses a goal and is undone; aimed no lower than what
-  the prediction says is achievable, the first push is more often kept.
+  the predicted dose, the normal tissue's mean included. The unseeded first push aims every met
+  organ goal 25 % below its value at once, which on most head-and-neck patients loses a goal and
+  is undone; aimed no lower than what the prediction says is achievable, it is more often kept.
 - as **dose-mimicking objectives** (``sparing_objectives``): one
   :class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue
-  (every second voxel along each axis), on voxels outside the targets, penalising only dose
-  *above* the prediction (``under=0``). They can only pull dose down outside the targets, never
-  raise it; the targets keep their own prescription objectives, and a sparing step that loses a
-  goal met before with them is undone and the sparing goes on without them.
+  (every second voxel along each axis), on voxels more than ``MIMIC_MARGIN_MM`` outside the
+  targets (where the predicted fall-off is smoother than a plan's), penalising only dose
+  *above* the prediction (``under=0``), each weighing ``MIMIC_WEIGHT``: a tenth of the targets'
+  prescription objectives, as much as a clinical goal's objective starts with, so that they move
+  the dose outside the targets (at 1, as first shipped, they changed 1 plan in 6). They can
+  only pull dose down outside the targets; the targets keep their own prescription objectives.
+  A sparing step that loses a goal met before with them is undone and made again with them
+  weighing a quarter, then without them.
 
 Neither can buy an unsafe plan: the hard goals are reached before the sparing, and a sparing step
-that loses a goal is undone. A poor prediction costs at most two optimisations (a failed step with
-the mimicking and its repair), a first step held back by pessimistic floors, or a kept step that
-settles the soft goals still unmet differently (OpenKBP pt_202: the right parotid's mean dose
-met, PTV63 and PTV56 D95 >= 100 % missed, where the unseeded plan had it the other way round).
+that loses a goal is undone. A poor prediction costs at most a few optimisations (failed steps
+with the mimicking and their repairs), a first step held back by pessimistic floors, or a kept
+step that settles the soft goals still unmet differently.
 
 Why only from the sparing step, and why no warm start of the fluence (measured on the OpenKBP
 validation patients, ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step
 the plans reached the hard goals later and on fewer patients. A least-squares fit of the
 prediction as the start, followed by the coverage step, reached them no sooner; in place of the
-coverage step (whose lack of organ objectives washes out the sparing the fit carries), sooner on
-the patients that meet them easily but less reliably on those near the limit: a hard goal lost
-on pt_210 in 4 of 6 repeats with a 1 % change of the fit's start, 87-103 more iterations on pt_215
-in 5 of 6, and hotter targets where the hard goals cannot all be met (pt_201: PTV70 D1% 87 Gy
-against 78 Gy). So the way to the hard goals is the unseeded one, iteration for iteration, and
-the prediction then shapes the sparing. The network needs no Dij: :func:`predict_seed` can run
-while the Dij is computed (as :func:`planner.pipeline.plan_patient` does).
+coverage step, sooner on the patients that meet them easily but less reliably on those near the
+limit (a hard goal lost on pt_210 in 4 of 6 repeats). So the way to the hard goals is the
+unseeded one, iteration for iteration, and the prediction then shapes the sparing. The network
+needs no Dij: :func:`predict_seed` can run while the Dij is computed (as
+:func:`planner.pipeline.plan_patient` does).
 
 Where the network does not apply (:func:`planner.predict.infer.unsupported_reason`) or no model is
 available, :func:`predict_seed` returns a :class:`Seed` without a dose whose ``note`` says why,
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.ndimage
 
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
@@ -58,10 +60,12 @@ from planner.predict.infer import (
     unsupported_reason,
 )
 
-#: Weight of each mimicking objective: that of the optimiser's dose fall-off ring
-#: (``optim.autoplan.FALLOFF_WEIGHT``), 100x below the targets' prescription objectives.
-MIMIC_WEIGHT = 1.0
+#: Weight of each mimicking objective: a clinical goal's first weight (``optim.autoplan.
+#: GOAL_WEIGHT``), 10x below the targets' prescription objectives (module docstring).
+MIMIC_WEIGHT = 10.0
 SUBSAMPLE = 2
+#: Voxels this close to a target are not mimicked (see :func:`mimicking_objectives`).
+MIMIC_MARGIN_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def _subsample(shape: tuple[int, ...]) -> np.ndarray:
 
 def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any = np,
                          weight: float = MIMIC_WEIGHT) -> tuple[DoseMimicking, ...]:
-    """Over-dose-only mimicking of ``predicted_gy`` (patient grid, Gy) outside the targets.
+    """Over-dose-only mimicking of ``predicted_gy`` (patient grid, Gy) outside the targets and
+    more than ``MIMIC_MARGIN_MM`` from them.
 
     One objective per organ (all its voxels outside targets) and one for the other voxels where
     dose is possible (subsampled); rows are flat C-order voxel indices of the patient grid, on
@@ -98,6 +103,11 @@ def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any 
     targets = np.zeros(patient.grid.shape, dtype=bool)
     for s in patient.targets():
         targets |= s.mask
+    # The band next to the targets is left to their own objectives: the predicted fall-off there
+    # is smoother than a plan's, and pulling the plan down to it costs coverage.
+    if targets.any():
+        targets |= scipy.ndimage.distance_transform_edt(
+            ~targets, sampling=patient.grid.spacing_mm) <= MIMIC_MARGIN_MM
     organs = np.zeros(patient.grid.shape, dtype=bool)
     objectives = []
     for s in patient.structures:
@@ -156,5 +166,5 @@ def predict_seed(patient: Patient, model_path: Path | None = None, device: str =
         return Seed(None, f"unseeded: {error}")
     prediction = predict_dose(patient, model)
     organs = ", ".join(f"{k}={v}" for k, v in prediction.organs.items())
-    return Seed(prediction.dose_gy, f"seeded by the dose prediction in the sparing step "
+    return Seed(prediction.dose_gy, f"seeded: the dose prediction shapes the sparing "
                                     f"(organs recognised: {organs})")

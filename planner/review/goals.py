@@ -13,6 +13,7 @@ import numpy as np
 
 from optim.autoplan import evaluate_goal
 from planner.patient import Patient
+from planner.planning_structures import PlanningStructures, planning_structures
 from planner.protocol import Goal, Protocol, map_structures, plan_goal
 
 
@@ -46,9 +47,12 @@ class GoalRow:
     dvh_point: tuple[float, float] | None
 
 
-def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol
-                      ) -> tuple[GoalRow, ...]:
+def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol, *,
+                      structures: PlanningStructures | None = None) -> tuple[GoalRow, ...]:
     """Every goal of ``protocol`` whose structure the patient has, evaluated on ``dose_gy``.
+
+    Target goals are evaluated on each target's optimised volume and the goals on ``Outside
+    PTVs`` on the body outside the targets (:mod:`planner.planning_structures`).
 
     Parameters
     ----------
@@ -56,6 +60,8 @@ def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol
     dose_gy : (nz, ny, nx) float array, Gy
         On ``patient.grid``.
     protocol : Protocol
+    structures : PlanningStructures, optional
+        ``planning_structures(patient, protocol)``, when the caller has it already.
 
     Returns
     -------
@@ -70,7 +76,9 @@ def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol
     """
     if dose_gy.shape != patient.grid.shape:
         raise ValueError(f"dose shape {dose_gy.shape} differs from grid {patient.grid.shape}")
-    mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
+    if structures is None:
+        structures = planning_structures(patient, protocol)
+    mapping = structures.mapping
     flat = np.asarray(dose_gy, dtype=np.float64).ravel()
     voxel_cc = patient.grid.voxel_volume_cc
     rows = []
@@ -78,7 +86,7 @@ def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol
         if goal.structure not in mapping:
             continue
         name = mapping[goal.structure]
-        indices = np.flatnonzero(patient.structure(name).mask.ravel())
+        indices = np.flatnonzero(structures.patient.structure(name).mask.ravel())
         result = evaluate_goal(flat, plan_goal(protocol, goal, indices, voxel_cc))
         structure_cc = indices.size * voxel_cc
         if goal.kind == "volume_at_dose":

@@ -107,6 +107,49 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
     return figure
 
 
+def prediction_dvh_figure(planned: Sequence[Dvh], predicted: Sequence[Dvh], *,
+                          colours: dict[str, str], worse: Sequence[str] = (),
+                          reference_dose_gy: float | None = None) -> Figure:
+    """Planned (solid) and predicted (dashed) cumulative DVHs, one colour per structure.
+
+    Parameters
+    ----------
+    planned, predicted : sequence of Dvh
+        Curves of the plan's and the predicted dose; a structure is drawn when it is in both.
+    colours : dict
+        Structure name -> colour (the same as in :func:`dvh_figure`).
+    worse : sequence of str
+        Structures where the plan is worse than predicted: marked in the legend.
+    reference_dose_gy : float, optional, Gy
+        Drawn as a dotted vertical line.
+    """
+    figure = Figure(figsize=(10.5, 5.5))
+    ax = figure.add_subplot()
+    ahead = {curve.name: curve for curve in predicted}
+    for curve in planned:
+        if curve.name not in ahead:
+            continue
+        colour = colours[curve.name]
+        flag = " (worse than predicted)" if curve.name in worse else ""
+        ax.plot(curve.dose_gy, curve.percent, color=colour, lw=1.6 if not flag else 2.4,
+                label=f"{curve.name}{flag}")
+        other = ahead[curve.name]
+        ax.plot(other.dose_gy, other.percent, color=colour, lw=1.4, ls="--")
+    if reference_dose_gy:
+        ax.axvline(reference_dose_gy, color="0.4", ls=":", lw=0.8)
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.set_ylim(0, 102)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], color="0.2", lw=1.6), Line2D([], [], color="0.2", lw=1.4, ls="--")]
+    labels += ["plan (solid)", "predicted (dashed)"]
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.tight_layout()
+    return figure
+
+
 # The three planes: name, the axis (z=0, y=1, x=2) each cuts, the horizontal and vertical axes
 # shown, and whether the vertical axis points down (axial: anterior, small y, at the top).
 _PLANES = (("axial", 0, 2, 1, True), ("coronal", 1, 2, 0, False), ("sagittal", 2, 1, 0, False))

@@ -4,6 +4,10 @@ The report is built from plain inputs (a patient, a dose on a grid, optionally a
 plan's beams), so the same function reviews planner's own plans and any other system's plan
 (``planner review``). Everything is computed on the CT grid: a dose on another grid is
 interpolated onto it (:func:`planner.review.dvh.resample_dose`), and the report says so.
+
+Given a predicted dose (the dose-prediction network's, :mod:`planner.predict`), the report sets
+the plan beside it, organ by organ: the dosimetrist's "could this plan be better?"
+(:class:`PredictionRow`, :data:`PREDICTION_MARGIN_GY`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from planner.patient import Patient
 from planner.protocol import Protocol
 from planner.review.dvh import (
     DoseStatistics,
+    Dvh,
     dvh_csv_text,
     resample_dose,
     structure_dvhs,
@@ -44,6 +49,7 @@ from planner.review.figures import (
     dvh_figure,
     fluence_figure,
     png_bytes,
+    prediction_dvh_figure,
     segments_figure,
     slice_figure,
     structure_colours,
@@ -51,7 +57,14 @@ from planner.review.figures import (
 from planner.review.goals import Conflict, GoalRow, evaluate_protocol, protocol_conflicts
 
 REPORT_FILE = "report.html"
+PREDICTED_DVH_FILE = "dvh_predicted.csv"
 SEGMENTS_PER_BEAM = 3
+#: An organ's planned Dmean or D0.1cc above the predicted by more than this is flagged "plan
+#: worse than predicted". It is about the network's own error: on the 15 OpenKBP test patients
+#: its prediction is 3.35 Gy from the reference plans' dose voxel by voxel (dose score) and 1.98
+#: Gy in these very statistics (DVH score: organ Dmean and D0.1cc, target D1/D95/D99), see
+#: data/models/openkbp_unet.json. A smaller excess is within what the prediction can tell.
+PREDICTION_MARGIN_GY = 3.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,57 @@ class ReviewPlan:
 
 
 @dataclass(frozen=True)
+class PredictionRow:
+    """One structure's plan against the predicted dose (Gy, on the CT grid).
+
+    Attributes
+    ----------
+    structure : str
+    planned_mean_gy, predicted_mean_gy : float, Gy
+    planned_d0_1cc_gy, predicted_d0_1cc_gy : float, Gy
+        Dose to the hottest 0.1 cm^3 (:class:`planner.review.dvh.DoseStatistics`).
+    worse : bool
+        An organ whose planned Dmean or D0.1cc exceeds the predicted by more than
+        :data:`PREDICTION_MARGIN_GY` (never set for targets: more dose there is no fault).
+    """
+
+    structure: str
+    planned_mean_gy: float
+    predicted_mean_gy: float
+    planned_d0_1cc_gy: float
+    predicted_d0_1cc_gy: float
+    worse: bool
+
+
+def prediction_rows(patient: Patient, planned: Sequence[DoseStatistics],
+                    predicted: Sequence[DoseStatistics], *,
+                    margin_gy: float = PREDICTION_MARGIN_GY) -> tuple[PredictionRow, ...]:
+    """The plan against the prediction for each target and organ (in ``patient``'s order).
+
+    Parameters
+    ----------
+    patient : Patient
+        Says which structures are targets and organs (external structures are left out).
+    planned, predicted : sequence of DoseStatistics
+        Of the plan's and the predicted dose, by structure name.
+    margin_gy : float, Gy
+        An organ is ``worse`` when its planned Dmean or D0.1cc exceeds the predicted by more.
+    """
+    plan = {s.name: s for s in planned}
+    ahead = {s.name: s for s in predicted}
+    rows = []
+    for s in patient.structures:
+        if s.kind not in ("target", "organ") or s.name not in plan or s.name not in ahead:
+            continue
+        p, q = plan[s.name], ahead[s.name]
+        worse = s.kind == "organ" and (p.mean_gy - q.mean_gy > margin_gy
+                                       or p.d0_1cc_gy - q.d0_1cc_gy > margin_gy)
+        rows.append(PredictionRow(s.name, p.mean_gy, q.mean_gy, p.d0_1cc_gy, q.d0_1cc_gy,
+                                  bool(worse)))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class Review:
     """What the report shows, for callers that want the numbers too.
 
@@ -96,16 +160,27 @@ class Review:
     statistics : tuple of DoseStatistics
     goals : tuple of GoalRow
     conflicts : tuple of Conflict
+    prediction : tuple of PredictionRow
+        Targets and organs, plan against the predicted dose; empty without a prediction.
+    prediction_note : str
+        What the prediction is, or why there is none.
     """
 
     folder: Path
     statistics: tuple[DoseStatistics, ...]
     goals: tuple[GoalRow, ...]
     conflicts: tuple[Conflict, ...]
+    prediction: tuple[PredictionRow, ...] = ()
+    prediction_note: str = ""
 
     @property
     def unmet_goals(self) -> tuple[GoalRow, ...]:
         return tuple(g for g in self.goals if not g.met)
+
+    @property
+    def worse_than_predicted(self) -> tuple[PredictionRow, ...]:
+        """The organs flagged "plan worse than predicted"."""
+        return tuple(r for r in self.prediction if r.worse)
 
 
 def aperture_fluences(beams: Sequence[PlanBeam], leaf_boundaries_mm: np.ndarray, *,
@@ -194,13 +269,52 @@ def _grid_text(grid: Grid) -> str:
             f"mm, first voxel at ({', '.join(f'{v:.2f}' for v in grid.origin_mm)}) mm (z, y, x)")
 
 
+def _prediction_section(given: bool, rows: Sequence[PredictionRow], note: str,
+                        images: Sequence[tuple[str, bytes, str]], targets: set[str]
+                        ) -> list[str]:
+    """The report's "Plan against the predicted dose" section as HTML parts."""
+    note = note.strip().rstrip(".") or ("given" if given else "none given")
+    out = ["<h2>Plan against the predicted dose</h2>", f"<p>Dose prediction: {_esc(note)}.</p>"]
+    if not given:
+        return out
+    if not rows:
+        out.append("<p>No target or organ with voxels to compare.</p>")
+        return out
+    worse = [r for r in rows if r.worse]
+    out.append(f"<p>An organ is flagged where its planned Dmean or D0.1cc exceeds the "
+               f"predicted by more than {PREDICTION_MARGIN_GY:g} Gy (about the prediction's "
+               f"own error; smaller differences are within what it can tell). Targets are "
+               f"listed, not flagged. "
+               + (f"<b style='color:{UNMET_COLOUR}'>{len(worse)} organ"
+                  f"{'s' if len(worse) != 1 else ''} where the plan is worse than predicted: "
+                  f"{_esc(', '.join(r.structure for r in worse))}</b>" if worse
+                  else "No organ is worse than predicted by more than that.") + "</p>")
+
+    def difference(planned: float, predicted: float) -> str:
+        return f"{planned - predicted:+.2f}"
+
+    cells = [[_esc(r.structure), f"{r.planned_mean_gy:.2f}", f"{r.predicted_mean_gy:.2f}",
+              difference(r.planned_mean_gy, r.predicted_mean_gy), f"{r.planned_d0_1cc_gy:.2f}",
+              f"{r.predicted_d0_1cc_gy:.2f}",
+              difference(r.planned_d0_1cc_gy, r.predicted_d0_1cc_gy),
+              "plan worse than predicted" if r.worse
+              else "target (not flagged)" if r.structure in targets
+              else "not worse than predicted"] for r in rows]
+    out.append(_table(["structure", "Dmean plan (Gy)", "Dmean predicted (Gy)",
+                       "difference (Gy)", "D0.1cc plan (Gy)", "D0.1cc predicted (Gy)",
+                       "difference (Gy)", "flag"], cells,
+                      ["worse" if r.worse else "" for r in rows]))
+    out += [_img(name, data, title) for name, data, title in images]
+    return out
+
+
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1500px; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #999; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; }
 th { background: #e8e8e8; }
-tr.unmet td { background: #fbe3e4; color: #a50f15; font-weight: bold; }
+tr.unmet td, tr.worse td { background: #fbe3e4; color: #a50f15; font-weight: bold; }
 tr.met td.status { color: #1a7a34; font-weight: bold; }
 p.conflict { color: #a50f15; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ccc; }
@@ -210,13 +324,16 @@ figure { margin: 0.8em 0; } figcaption { font-size: 0.8em; color: #555; }
 
 def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dose_grid: Grid, *,
                  protocol: Protocol | None = None, plan: ReviewPlan | None = None,
-                 reference_dose_gy: float | None = None, overwrite: bool = False) -> Review:
+                 reference_dose_gy: float | None = None,
+                 predicted_dose_gy: np.ndarray | None = None, prediction_note: str = "",
+                 overwrite: bool = False) -> Review:
     """Write the review report of one plan into the folder ``out_dir``.
 
     The folder holds ``report.html`` (self-contained: every image embedded as base64 PNG, no
     script, no external file), the same figures as PNG files (``dvh.png``,
     ``slices_*.png``, ``fluence.png``, ``segments.png``) and ``dvh.csv`` (the cumulative DVH
-    curves). It appears complete or not at all.
+    curves); with a predicted dose also ``dvh_predicted.png`` and ``dvh_predicted.csv`` (the
+    predicted dose's curves, as ``dvh.csv``). It appears complete or not at all.
 
     Parameters
     ----------
@@ -237,6 +354,13 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     reference_dose_gy : float, optional, Gy
         100 % of the isodose lines; by default the highest prescription (protocol, then
         patient), else the maximum dose.
+    predicted_dose_gy : (nz, ny, nx) float array, Gy, optional
+        The predicted dose of this patient on ``dose_grid`` (interpolated onto the CT grid like
+        the plan's). The section "Plan against the predicted dose" then lists each target and
+        organ's planned and predicted Dmean and D0.1cc and flags the organs where the plan is
+        worse by more than :data:`PREDICTION_MARGIN_GY`, with both DVHs in one figure.
+    prediction_note : str
+        One line: what the prediction is, or why there is none; shown in that section.
     overwrite : bool
         Replace an existing folder.
 
@@ -249,16 +373,25 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     InputError
         ``out_dir`` exists and ``overwrite`` is false; a structure a non-optional goal needs is
         missing.
+    ValueError
+        ``predicted_dose_gy`` is not of ``dose_grid``'s shape.
     """
     plan = plan or ReviewPlan(label=patient.name)
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite)  # before seconds of rendering, not after
+    if predicted_dose_gy is not None and np.shape(predicted_dose_gy) != dose_grid.shape:
+        raise ValueError(f"predicted dose shape {np.shape(predicted_dose_gy)} differs from the "
+                         f"dose grid {dose_grid.shape}")
     notes = []
     if dose_grid == patient.grid:
         dose = np.asarray(dose_gy, dtype=np.float32)
+        predicted = (None if predicted_dose_gy is None
+                     else np.asarray(predicted_dose_gy, dtype=np.float32))
         notes.append("The dose grid is the CT grid.")
     else:
         dose = resample_dose(dose_gy, dose_grid, patient.grid)
+        predicted = (None if predicted_dose_gy is None
+                     else resample_dose(predicted_dose_gy, dose_grid, patient.grid))
         notes.append("The dose was interpolated (trilinear) from its own grid onto the CT grid; "
                      "DVHs, goals and images use the CT grid and its structure masks.")
     prescriptions = protocol.prescriptions if protocol else patient.prescriptions
@@ -277,6 +410,12 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     goals = evaluate_protocol(patient, dose, protocol) if protocol else ()
     conflicts = protocol_conflicts(patient, protocol) if protocol else ()
     colours = structure_colours([s.name for s in patient.structures])
+    predicted_dvhs: tuple[Dvh, ...] = ()
+    comparison: tuple[PredictionRow, ...] = ()
+    if predicted is not None:
+        predicted_dvhs, predicted_statistics = structure_dvhs(predicted, patient.grid,
+                                                              patient.structures)
+        comparison = prediction_rows(patient, statistics, predicted_statistics)
 
     dvh_image = ("dvh.png", png_bytes(dvh_figure(dvhs, goals, colours=colours,
                                                  reference_dose_gy=reference_dose_gy)),
@@ -286,6 +425,16 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
         figure = slice_figure(patient, dose, point, reference_dose_gy=reference_dose_gy,
                               title=title, colours=colours)
         slice_images.append((f"{stem}.png", png_bytes(figure), title))
+    prediction_images = []
+    if comparison:
+        shown = {r.structure for r in comparison}
+        figure = prediction_dvh_figure([d for d in dvhs if d.name in shown],
+                                       [d for d in predicted_dvhs if d.name in shown],
+                                       colours=colours,
+                                       worse=[r.structure for r in comparison if r.worse],
+                                       reference_dose_gy=reference_dose_gy)
+        prediction_images.append(("dvh_predicted.png", png_bytes(figure),
+                                  "DVHs of the plan (solid) and of the predicted dose (dashed)"))
     plan_images = []
     if plan.fluences:
         plan_images.append(("fluence.png", png_bytes(fluence_figure(plan.fluences)),
@@ -330,6 +479,9 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                            s.volume_cc, s.min_gy, s.mean_gy, s.max_gy, s.d95_gy, s.d2_gy,
                            s.d0_1cc_gy)] for s in statistics]))
 
+    body += _prediction_section(predicted is not None, comparison, prediction_note,
+                                prediction_images, {s.name for s in patient.targets()})
+
     body.append("<h2>Dose on the CT</h2>")
     body.append(f"<p>Isodose lines at {', '.join(map(str, ISODOSE_PERCENT))} % of "
                 f"{_esc(reference_text)}; colour-wash from {100 * WASH_FROM:g} % up.</p>")
@@ -370,8 +522,11 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
             "<body>\n" + "\n".join(body) + "\n</body></html>\n")
 
     with atomic_directory(out_dir, overwrite=overwrite) as folder:
-        for name, data, _ in [dvh_image, *slice_images, *plan_images]:
+        for name, data, _ in [dvh_image, *slice_images, *prediction_images, *plan_images]:
             (folder / name).write_bytes(data)
         (folder / "dvh.csv").write_text(dvh_csv_text(dvhs), encoding="utf-8")
+        if predicted_dvhs:
+            (folder / PREDICTED_DVH_FILE).write_text(dvh_csv_text(predicted_dvhs),
+                                                     encoding="utf-8")
         (folder / REPORT_FILE).write_text(page, encoding="utf-8")
-    return Review(out_dir, statistics, goals, conflicts)
+    return Review(out_dir, statistics, goals, conflicts, comparison, prediction_note)

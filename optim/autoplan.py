@@ -224,9 +224,20 @@ def _rows_used(xp: Any, index_arrays: Sequence[Any]) -> Any:
     return xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
 
 
+#: Restrict ``D`` to the rows used only when they hold less than this share of its non-zeros:
+#: otherwise the copy costs more memory (a head-and-neck Dij is 1-2 GB) than it saves time.
+RESTRICT_BELOW = 0.75
+
+
 def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any]:
-    """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``."""
-    rows = _rows_used(array_module(D), index_arrays)
+    """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``;
+    ``D`` itself and all its row numbers where those rows hold most of its non-zeros."""
+    xp = array_module(D)
+    rows = _rows_used(xp, index_arrays)
+    if getattr(D, "format", None) == "csr":
+        nnz_used = int((D.indptr[rows + 1] - D.indptr[rows]).sum())
+        if nnz_used >= RESTRICT_BELOW * D.nnz:
+            return D, xp.arange(D.shape[0])
     return D[rows], rows
 
 
@@ -274,17 +285,22 @@ def aim_inside(goal: PlanGoal, value: float) -> float:
 def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
     """The aim of an unmet goal's objective moved by the shortfall: the objective may be met
     while the goal is not (it acts on the overlap-resolved voxels, or on D_v where the goal is
-    V_x). The extra ``AIM_INSIDE`` keeps the aim strictly inside the limit.
-
-    The aim stays within ``AIM_INSIDE + MAX_AIM_SHIFT`` of the limit: moved by every round's
-    shortfall without a bound, a target's D99 aim ran up round after round (OpenKBP pt_201:
-    PTV70 D99 aimed past 75 Gy for a 66.5 Gy limit), and the whole target with it (D95 77 Gy,
-    D1 83 Gy, 66 cc above 110 % outside it)."""
+    V_x). The extra ``AIM_INSIDE`` keeps the aim strictly inside the limit."""
     shift = -result.margin + AIM_INSIDE * abs(result.limit)
-    reach = (AIM_INSIDE + MAX_AIM_SHIFT) * abs(result.limit)
+    return max(aim - shift, 0.0) if goal.bound == "max" else aim + shift
+
+
+def bounded_aim(goal: PlanGoal, aim: float) -> float:
+    """``aim`` kept within ``AIM_INSIDE + MAX_AIM_SHIFT`` of the goal's limit.
+
+    In the fluence optimiser's goal rounds, an aim moved by every round's shortfall without a
+    bound ran up round after round (OpenKBP pt_201: PTV70 D99 aimed past 75 Gy for a 66.5 Gy
+    limit), and the whole target with it (D95 77 Gy, D1 83 Gy, 66 cc above 110 % outside it).
+    """
+    reach = (AIM_INSIDE + MAX_AIM_SHIFT) * abs(goal.limit)
     if goal.bound == "max":
-        return max(aim - shift, result.limit - reach, 0.0)
-    return min(aim + shift, result.limit + reach)
+        return max(aim, goal.limit - reach, 0.0)
+    return min(aim, goal.limit + reach)
 
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
@@ -424,7 +440,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
         """More weight on unmet goal ``i``, and its aim moved by the shortfall."""
         weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
-        aims[i] = insisted_aim(goals[i], aims[i], r)
+        aims[i] = bounded_aim(goals[i], insisted_aim(goals[i], aims[i], r))
 
     notes: list[str] = []
     rounds_done = 0

@@ -90,10 +90,10 @@ class SplitProducts:
     blocks' products. A cupyx matrix, a small matrix or a one-core machine uses ``D`` as it is.
     """
 
-    def __init__(self, D: Any, threads: int | None = None):
+    def __init__(self, D: Any, threads: int | None = None, min_nnz: int = SPLIT_MIN_NNZ):
         self.D = D
         threads = threads or len(os.sched_getaffinity(0))
-        n = (min(threads, max(1, D.nnz // SPLIT_MIN_NNZ))
+        n = (min(threads, max(1, D.nnz // min_nnz))
              if isinstance(D, scipy.sparse.csr_matrix) else 1)
         self.blocks: list[Any] = []
         if n > 1:

@@ -145,3 +145,25 @@ def test_fluence_variation_lowers_the_sweep_mu_at_nearly_the_same_dose():
     for reduce in (np.min, np.max):
         assert reduce((dense @ tv)[target]) == pytest.approx(reduce((dense @ free)[target]),
                                                              abs=0.02)
+
+
+def test_split_products_equal_the_whole_matrix_products():
+    """Row blocks on threads (SplitProducts) give D x and D^T g of the whole matrix: blocks of
+    about equal non-zeros, each a view of the matrix's arrays, summed for D^T g (float32 sums
+    in another order: rtol 1e-5)."""
+    import scipy.sparse
+
+    from optim.fluence import SplitProducts
+    rng = np.random.default_rng(3)
+    D = scipy.sparse.random(3000, 200, density=0.05, format="csr", dtype=np.float32,
+                            random_state=rng)
+    x = rng.random(200).astype(np.float32)
+    g = rng.random(3000).astype(np.float32)
+    products = SplitProducts(D, threads=3, min_nnz=1000)
+    try:
+        assert len(products.blocks) == 3
+        assert sum(b.nnz for _, _, b in products.blocks) == D.nnz
+        np.testing.assert_allclose(products.dose(x), D @ x, rtol=1e-5)
+        np.testing.assert_allclose(products.back(g), D.T @ g, rtol=1e-5)
+    finally:
+        products.close()

@@ -51,7 +51,7 @@ import importlib.metadata
 import json
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,8 +526,8 @@ def segment_weight_goals(dose_patient: Patient, protocol: Protocol, voxel_index:
 
 
 def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], patient: Patient,
-                     goals_fluence: Sequence[GoalRow], goals_plan: Sequence[GoalRow]
-                     ) -> tuple[PlanGoal, ...]:
+                     goals_fluence: Sequence[GoalRow], goals_plan: Sequence[GoalRow], *,
+                     met_on_dose_grid: Collection[str] = ()) -> tuple[PlanGoal, ...]:
     """The hard goals (on the segment-dose rows) that the fluence plan met, each lost one with
     its limit moved by how much the rows overrate it.
 
@@ -547,8 +547,13 @@ def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], p
         The patient on its own grid (for a cc volume's structure size).
     goals_fluence, goals_plan : sequence of GoalRow
         The fluence plan's and the deliverable plan's goal tables (patient grid).
+    met_on_dose_grid : collection of str
+        Labels of goals the fluence optimiser met on its own grid: counted as met by the fluence
+        plan too (a goal met there by a few tenths of a Gy can read as missed on the patient
+        grid, OpenKBP pt_203: PTV70 D99 66.16 for 66.5 Gy; it is the deliverable plan's to
+        restore).
     """
-    fluence_met = {r.goal.label for r in goals_fluence if r.met}
+    fluence_met = {r.goal.label for r in goals_fluence if r.met} | set(met_on_dose_grid)
     plan = {r.goal.label: r for r in goals_plan}
     kept = []
     for g, r in zip(goals, on_rows):
@@ -941,9 +946,11 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     step("final dose", f"max {float(dose.max()):.2f} Gy; "
                        f"{sum(g.met for g in goals_plan)} of {len(goals_plan)} goals met")
 
-    # Mimicking the fluence dose can let a hard goal the fluence plan met slip past its limit.
-    lost = [r for r in goals_plan if r.goal.hard and not r.met
-            and any(f.goal.label == r.goal.label and f.met for f in goals_fluence)]
+    # Mimicking the fluence dose can let a hard goal the fluence plan met (on the patient grid
+    # or on the optimiser's) slip past its limit.
+    fluence_met = ({r.goal.label for r in goals_fluence if r.met}
+                   | {r.label for r in result.goals if r.met})
+    lost = [r for r in goals_plan if r.goal.hard and not r.met and r.goal.label in fluence_met]
     repair_summary: dict[str, Any] = {"lost": [r.goal.label for r in lost], "rounds": 0,
                                       "restored": []}
     if lost:
@@ -952,7 +959,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         on_rows = evaluate_goals(S @ xp.asarray(weights.x, dtype=S.dtype), hard)
         repair = restore_goals(S, objectives, weights,
                                goals_to_restore(hard, on_rows, ct_structures.patient,
-                                                goals_fluence, goals_plan),
+                                                goals_fluence, goals_plan,
+                                                met_on_dose_grid=fluence_met),
                                min_weight=min_weight, mu_weight=mu_price,
                                max_iter=SEGMENT_WEIGHT_ITERATIONS)
         repair_summary["rounds"] = repair.rounds

@@ -20,9 +20,10 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    given: e.g. the goal's value on a predicted dose); unmet soft goals get more weight too. A
    step is kept only if no goal met before it is lost; otherwise it is undone, the lost goals
    weigh more from then on, the step is halved, and the trade-off that stopped progress is
-   recorded. A step lost with the sparing objectives is undone and made again with their
-   weight quartered, and without them once it falls below 10 % (from the first step, the plan is
-   then the one made without them), so they only ever add steps that kept every goal met.
+   recorded (with the sparing objectives, a target's soft goal may be traded). A step lost with
+   the sparing objectives is undone and made again with their weight quartered, and without
+   them once it falls below 10 % (from the first step, the plan is then the one made without
+   them), so they only ever add steps that kept every hard goal and every organ goal met.
 
 Each step warm-starts from the previous fluence. The work is ``D x`` / ``D^T g`` products on the
 rows of ``D`` that some objective or goal uses (the matrix is restricted to them once; the rows
@@ -520,6 +521,16 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                     trial_aims[i] = min(max(trial_aims[i], floor), aims[i])
                 trial_weights[i] = min(trial_weights[i] * SOFT_GROWTH, MAX_GOAL_WEIGHT)
         first_round = round_
+
+        def lost_goals(new: tuple[GoalResult, ...]) -> list[int]:
+            """Goals met before the step and not after it; with the sparing objectives, a
+            target's soft goal (e.g. D95 >= 100 %) may be traded: a hard goal holds the
+            coverage, and the plan's normalisation restores the D95 where the hard goals
+            allow (OpenKBP: the mimicking cost a soft D95 in its first step on most patients
+            and was dropped, so the prediction changed little)."""
+            return [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met
+                    and not (with_extras and goals[i].is_target and not goals[i].hard)]
+
         extras, matrix, tag = (([replace(o, weight=o.weight * extras_scale)  # type: ignore
                                  for o in sparing_extras], D_sparing,
                                 f" with sparing objectives x{extras_scale:g}")
@@ -527,7 +538,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         round_ += 1
         x_new, new = run(f"sparing {round_}{tag}",
                          base + extras + goal_objectives(trial_aims, trial_weights), x, matrix)
-        lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
+        lost = lost_goals(new)
         if lost and round_ < sparing_rounds and not out_of_time():
             for i in lost:
                 insist(i, new[i], trial_aims, trial_weights)
@@ -535,7 +546,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             x_new, new = run(f"sparing {round_} (repair){tag}",
                              base + extras + goal_objectives(trial_aims, trial_weights),
                              x_new, matrix)
-            lost = [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met]
+            lost = lost_goals(new)
         if lost and with_extras:
             # The sparing objectives ask for more than the goals allow here: the step is undone
             # and made again with them weighing less, in the end without them, as it would have

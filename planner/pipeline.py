@@ -561,8 +561,11 @@ def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], p
             continue
         row = plan[g.label]
         if not row.met:
-            # GoalRow margins are in the protocol's units; PlanGoal's in Gy or a volume fraction.
+            # GoalRow margins are in the protocol's units; PlanGoal's in Gy or a volume fraction
+            # of the goal's own rows (cc per fraction: the limit's ratio, which holds for a goal
+            # on sampled rows too, e.g. the hot-spot goal on every 2nd voxel of Outside PTVs).
             scale = {"Gy": 1.0, "%": 100.0}.get(row.unit) or (
+                row.limit / g.limit if g.limit > 0 else
                 patient.structure(row.structure).mask.sum() * patient.grid.voxel_volume_cc)
             overrated = r.margin - row.margin / scale
             g = dataclasses.replace(g, limit=g.limit - overrated if g.bound == "max"
@@ -721,11 +724,11 @@ def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
     return "\n".join(lines)
 
 
-def _predict_seed(patient: Patient, device: str) -> Any:
+def _predict_seed(patient: Patient, protocol: Protocol, device: str) -> Any:
     # Imported here: torch takes seconds to import and only the seed needs it.
-    from planner.predict.seed import predict_seed
+    from planner.predict.seed import predict_seed, prediction_patient
 
-    return predict_seed(patient, device=device)
+    return predict_seed(prediction_patient(patient, protocol), device=device)
 
 
 def _seed_inputs(predicting: Future | None, patient: Patient, D: Any
@@ -866,7 +869,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     needed = needed_voxels(dose_patient, protocol, dose_structures)
     # The network needs no Dij: it predicts on a second thread while the Dij is computed.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        predicting = pool.submit(_predict_seed, dose_patient, device) if seed else None
+        predicting = pool.submit(_predict_seed, dose_patient, protocol, device) if seed else None
         dij = compute_dij(density, patient.grid, dose_grid, beamset, model,
                           dose_mask=to_device(needed, device))
         D = dij.matrix

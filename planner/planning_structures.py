@@ -112,8 +112,11 @@ def planning_structures(patient: Patient, protocol: Protocol) -> PlanningStructu
                      f"{settings.skin_crop_mm:g} mm of the skin ({kept.sum() * voxel_cc:.1f} of "
                      f"{whole.sum() * voxel_cc:.1f} cc kept)")
     outside = body & ~whole_targets
-    added.append(Structure(OUTSIDE_TARGETS, "organ", outside))
-    mapping[OUTSIDE_TARGETS] = OUTSIDE_TARGETS
+    outside_name = OUTSIDE_TARGETS
+    while outside_name in taken:  # the patient's own structure of that name keeps it
+        outside_name += OPTIMISED_SUFFIX
+    added.append(Structure(outside_name, "organ", outside))
+    mapping[OUTSIDE_TARGETS] = outside_name
     notes.append(f"{OUTSIDE_TARGETS} = the body outside every prescribed target "
                  f"({outside.sum() * voxel_cc:.0f} cc)")
     planned = replace(patient, structures=patient.structures + tuple(added))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 
 from dose.grid import Grid
 from planner.cli._warnings import warnings_to_stderr
@@ -16,8 +14,8 @@ from planner.io._atomic import check_writable
 from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import read_rt_plan
-from planner.patient import Patient, Prescription
-from planner.protocol import Protocol, map_structures, read_protocol
+from planner.patient import Patient
+from planner.protocol import read_protocol
 from planner.review.report import REPORT_FILE, ReviewPlan, aperture_fluences, write_report
 
 
@@ -49,29 +47,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 #: CT numbers of the body where no external contour is given (as planner.predict.infer).
-BODY_HU = -500.0
-
-
-def prediction_patient(patient: Patient, protocol: Protocol | None) -> Patient:
-    """``patient`` as the dose prediction needs it.
-
-    - The protocol's prescriptions, named as the patient's structures: a DICOM patient has none
-      of its own, and the network needs its targets' doses. Without a protocol, unchanged.
-    - Where there is no external contour, a body outline as the possible-dose mask: the voxels
-      above -500 HU with the holes of each axial slice filled. The prediction is set to 0
-      outside the mask, and without the filling that would be the airway and the oral cavity
-      inside the targets and the larynx (on OpenKBP pt_201 written as DICOM, which has no
-      external contour, the larynx's predicted mean dose fell from 55.6 to 39.1 Gy).
-    """
-    if protocol is not None:
-        mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
-        patient = dataclasses.replace(patient, prescriptions=tuple(
-            Prescription(mapping[p.target], p.dose_gy, p.fractions)
-            for p in protocol.prescriptions if p.target in mapping))
-    if patient.body_mask() is None:
-        body = np.stack([scipy.ndimage.binary_fill_holes(axial) for axial in patient.hu > BODY_HU])
-        patient = dataclasses.replace(patient, possible_dose_mask=body)
-    return patient
 
 
 def predict_for_review(patient: Patient, dose_grid: Grid, device: str
@@ -127,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_predict:
         predicted, note = None, "not predicted (--no-predict)"
     else:
+        from planner.predict.seed import prediction_patient  # torch: only when predicting
+
         predicted, note = predict_for_review(prediction_patient(patient, protocol), dose_grid,
                                              args.device)
     review = write_report(args.out, patient, dose, dose_grid, protocol=protocol,

@@ -41,6 +41,7 @@ and the optimiser runs unseeded.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,16 @@ import scipy.ndimage
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
 from planner.optimize import dij_array_module
-from planner.patient import Patient
+from planner.patient import Patient, Prescription
 from planner.predict.infer import (
+    BODY_HU,
     dose_possible_mask,
     load_model,
     predict_dose,
     torch_device,
     unsupported_reason,
 )
+from planner.protocol import Protocol, map_structures
 
 #: Weight of each mimicking objective: a clinical goal's first weight (``optim.autoplan.
 #: GOAL_WEIGHT``), 10x below the targets' prescription objectives (module docstring).
@@ -124,6 +127,28 @@ def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any 
         objectives.append(DoseMimicking(xp.asarray(rows), xp.asarray(flat[rows]), weight,
                                         under=0.0, over=1.0))
     return tuple(objectives)
+
+
+def prediction_patient(patient: Patient, protocol: Protocol | None) -> Patient:
+    """``patient`` as the dose prediction needs it.
+
+    - The protocol's prescriptions, named as the patient's structures: a DICOM patient has none
+      of its own, and the network needs its targets' doses. Without a protocol, unchanged.
+    - Where there is no external contour, a body outline as the possible-dose mask: the voxels
+      above -500 HU with the holes of each axial slice filled. The prediction is set to 0
+      outside the mask, and without the filling that would be the airway and the oral cavity
+      inside the targets and the larynx (on OpenKBP pt_201 written as DICOM, which has no
+      external contour, the larynx's predicted mean dose fell from 55.6 to 39.1 Gy).
+    """
+    if protocol is not None:
+        mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
+        patient = dataclasses.replace(patient, prescriptions=tuple(
+            Prescription(mapping[p.target], p.dose_gy, p.fractions)
+            for p in protocol.prescriptions if p.target in mapping))
+    if patient.body_mask() is None:
+        body = np.stack([scipy.ndimage.binary_fill_holes(axial) for axial in patient.hu > BODY_HU])
+        patient = dataclasses.replace(patient, possible_dose_mask=body)
+    return patient
 
 
 def seed_arguments(patient: Patient, D: Any, seed: Seed) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from dose.grid import Grid
 from dose.segments import Segment
 from planner.patient import Patient
 from planner.review.dvh import Dvh

@@ -691,8 +691,9 @@ def goal_table(title: str, rows: Sequence[GoalRow]) -> list[str]:
     width = max([len(g.goal.label) for g in rows] + [4])
     lines = [title]
     for g in rows:
+        margin = f"{g.margin:+8.2f}" if np.isfinite(g.margin) else f"{'none':>8}"
         lines.append(f"  {g.goal.label:<{width}}  {g.goal.priority:<4}  {g.value:8.2f} {g.unit:<2}"
-                     f"  margin {g.margin:+8.2f}  {'met' if g.met else 'NOT MET'}")
+                     f"  margin {margin}  {'met' if g.met else 'NOT MET'}")
     met = sum(g.met for g in rows)
     lines.append(f"  {met} of {len(rows)} goals met"
                  + (f"; NOT MET: {', '.join(g.goal.label for g in rows if not g.met)}"
@@ -1022,6 +1023,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                "price_in_segment_weights": mu_price},
         # Hard goals the fluence plan met and plain mimicking lost (patient grid), and repaired.
         "goal_repair": repair_summary,
+        "normalisation": normalisation,
         "versions": _versions(),
         "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",
                   "log": LOG_FILE},
@@ -1039,9 +1041,14 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                             fluences=aperture_fluences(plan_beams, machine.leaf_boundaries_mm),
                             fractions=fractions, normalisation=normalisation,
                             source="planner plan")
-        write_report(tmp / REPORT_FOLDER, patient, dose, dose_grid, protocol=protocol,
-                     plan=review, predicted_dose_gy=predicted_gy, prediction_note=seed_note)
+        reviewed = write_report(tmp / REPORT_FOLDER, patient, dose, dose_grid, protocol=protocol,
+                                plan=review, predicted_dose_gy=predicted_gy,
+                                prediction_note=seed_note)
         step("report", f"{REPORT_FOLDER}/report.html")
+        summary["quality"] = [{"figure": f.name, "structure": f.structure,
+                               "value": round(f.value, 4), "unit": f.unit}
+                              for f in reviewed.quality]
+        summary["prediction"] = [dataclasses.asdict(r) for r in reviewed.prediction]
         summary["times_s"] = {k: round(v, 2) for k, v in times.items()}
         summary["total_s"] = round(time.perf_counter() - start, 2)
         text = summary_text(summary, goals_fluence, goals_plan)

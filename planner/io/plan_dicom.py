@@ -3,6 +3,7 @@ Set they refer to when the patient did not come from DICOM."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from planner.io._atomic import atomic_directory
 from planner.io.dicom_patient import write_dicom_patient
 from planner.io.rtdose import write_rt_dose
 from planner.io.rtplan import PlanBeam, write_rt_plan
-from planner.patient import DicomReferences, Patient
+from planner.patient import DicomReferences, Patient, Structure
 
 RT_PLAN_FILE = "RP.dcm"
 RT_DOSE_FILE = "RD.dcm"
@@ -44,6 +45,18 @@ class PlanFiles:
     wrote_images: bool
 
 
+def with_body_outline(patient: Patient) -> Patient:
+    """``patient`` with its possible-dose mask as an external structure ``BODY`` where it has no
+    external contour (OpenKBP): the structure set then holds the body outline a treatment system
+    expects, and what the plan called the body (e.g. ``Outside PTVs``) reads back the same."""
+    if any(s.kind == "external" for s in patient.structures) or patient.possible_dose_mask is None:
+        return patient
+    names = {s.name for s in patient.structures}
+    name = next(n for n in ("BODY", "External", "BODY_planner") if n not in names)
+    return dataclasses.replace(patient, structures=patient.structures + (
+        Structure(name, "external", patient.possible_dose_mask),))
+
+
 def write_plan_dicom(out_dir: str | Path, patient: Patient, beams: Sequence[PlanBeam],
                      machine: Machine, dose_gy: np.ndarray, dose_grid: Grid, *, fractions: int,
                      dose_bits: int = 16, overwrite: bool = False,
@@ -53,7 +66,8 @@ def write_plan_dicom(out_dir: str | Path, patient: Patient, beams: Sequence[Plan
     A patient read from DICOM (``patient.dicom`` set, with its structure set) gets only the RT
     Plan and RT Dose, linked to its own CT and structure set. Any other patient (phantom,
     OpenKBP, matRad) gets its CT and structure set written beside them
-    (:func:`planner.io.dicom_patient.write_dicom_patient`), so that the folder is complete.
+    (:func:`planner.io.dicom_patient.write_dicom_patient`; a body outline added where it has
+    none, :func:`with_body_outline`), so that the folder is complete.
     The folder appears complete or not at all.
 
     Parameters
@@ -95,7 +109,7 @@ def write_plan_dicom(out_dir: str | Path, patient: Patient, beams: Sequence[Plan
         if not own:
             # The temporary folder is still empty: write_dicom_patient replaces it, atomically,
             # by one holding the CT series and the structure set.
-            references = write_dicom_patient(patient, folder, overwrite=True)
+            references = write_dicom_patient(with_body_outline(patient), folder, overwrite=True)
         plan_uid = write_rt_plan(folder / RT_PLAN_FILE, beams, machine, references,
                                  fractions=fractions, **plan_options)
         dose_uid = write_rt_dose(folder / RT_DOSE_FILE, dose_gy, dose_grid, references,

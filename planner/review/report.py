@@ -55,6 +55,7 @@ from planner.review.figures import (
     structure_colours,
 )
 from planner.review.goals import Conflict, GoalRow, evaluate_protocol, protocol_conflicts
+from planner.review.quality import QualityFigure, quality_figures
 
 REPORT_FILE = "report.html"
 PREDICTED_DVH_FILE = "dvh_predicted.csv"
@@ -164,6 +165,8 @@ class Review:
         Targets and organs, plan against the predicted dose; empty without a prediction.
     prediction_note : str
         What the prediction is, or why there is none.
+    quality : tuple of QualityFigure
+        :func:`planner.review.quality.quality_figures` (with a protocol).
     """
 
     folder: Path
@@ -172,6 +175,7 @@ class Review:
     conflicts: tuple[Conflict, ...]
     prediction: tuple[PredictionRow, ...] = ()
     prediction_note: str = ""
+    quality: tuple[QualityFigure, ...] = ()
 
     @property
     def unmet_goals(self) -> tuple[GoalRow, ...]:
@@ -235,7 +239,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Sequ
 
 
 def _fmt(value: float, unit: str) -> str:
-    return f"{value:.2f} {unit}"
+    """``value`` with its unit; a goal without a limit (as low as possible) shows none."""
+    return f"{value:.2f} {unit}" if np.isfinite(value) else "none"
 
 
 def _slice_points(patient: Patient, dose: np.ndarray, plan: ReviewPlan
@@ -408,6 +413,8 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
 
     dvhs, statistics = structure_dvhs(dose, patient.grid, patient.structures)
     goals = evaluate_protocol(patient, dose, protocol) if protocol else ()
+    quality = (quality_figures(patient, dose, protocol, air_hu=protocol.planning.air_hu)
+               if protocol else ())
     conflicts = protocol_conflicts(patient, protocol) if protocol else ()
     colours = structure_colours([s.name for s in patient.structures])
     predicted_dvhs: tuple[Dvh, ...] = ()
@@ -465,11 +472,21 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                        else "") + ".</p>")
         rows = [[_esc(g.goal.label), _esc(g.structure), _esc(g.goal.priority),
                  _fmt(g.value, g.unit), _fmt(g.limit, g.unit),
-                 ("+" if g.margin >= 0 else "") + _fmt(g.margin, g.unit),
+                 (("+" if g.margin >= 0 else "") + _fmt(g.margin, g.unit)
+                  if np.isfinite(g.margin) else "none"),
                  "<span class='status'>" + ("met" if g.met else "NOT MET") + "</span>"]
                 for g in goals]
         body.append(_table(["goal", "structure", "priority", "value", "limit", "margin",
                             "status"], rows, ["met" if g.met else "unmet" for g in goals]))
+        body.append("<h3>Plan quality beyond the goals</h3>")
+        body.append("<p>Conformity (Paddick CI at the prescription isodose; R50: the volume at "
+                    "half the prescription over the target's), the whole PTVs' coverage beside "
+                    "their tissue (the PTV less its air, below "
+                    f"{protocol.planning.air_hu:g} HU), and the normal tissue (the body outside "
+                    "every target).</p>")
+        body.append(_table(["figure", "structure", "value"], [
+            [_esc(f.name), _esc(f.structure), f"{f.value:.2f} {_esc(f.unit)}".strip()]
+            for f in quality]))
 
     body.append("<h2>Dose-volume histograms</h2>")
     body.append(_img(*dvh_image))
@@ -529,4 +546,4 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
             (folder / PREDICTED_DVH_FILE).write_text(dvh_csv_text(predicted_dvhs),
                                                      encoding="utf-8")
         (folder / REPORT_FILE).write_text(page, encoding="utf-8")
-    return Review(out_dir, statistics, goals, conflicts, comparison, prediction_note)
+    return Review(out_dir, statistics, goals, conflicts, comparison, prediction_note, quality)

@@ -37,7 +37,9 @@ def test_plan_of_a_dicom_patient(tmp_path, capsys, dicom_patient):
     err_lines = captured.err.splitlines()
     for step in STEPS:  # one line per step with its time, on stderr
         assert any(line.startswith(step) and " s " in line for line in err_lines), step
-    assert "unseeded:" in captured.err
+    # Seeded by default where the network applies; the C-shape is not head and neck (what the
+    # note gives as the reason: test_the_seed_gets_the_protocol_prescriptions).
+    assert "unseeded: " in captured.err
     # The default protocol is the bundled one the structures fit: TG-119.
     assert "protocol TG-119 C-shape" in captured.err
     assert "goals, fluence plan (before sequencing):" in captured.out
@@ -51,8 +53,62 @@ def test_plan_of_a_dicom_patient(tmp_path, capsys, dicom_patient):
     assert plan.FrameOfReferenceUID == refs.frame_of_reference_uid
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["times_s"]) == steps_run(summary) and summary["device"] == "cpu"
+    assert summary["seed"].startswith("unseeded: ")
+    assert any(line.startswith("seed ") and line.endswith(summary["seed"]) for line in err_lines)
     assert all(b["segments"] <= 3 for b in summary["beams"])
     assert (out / "plan.log").read_text().splitlines()[0].startswith("import")
+
+
+def test_no_seed_plans_unseeded_and_says_so(tmp_path, capsys, monkeypatch):
+    """--no-seed: the network is not even asked (its entry point raises here), and the summary,
+    the progress line and the log say the plan is unseeded because of --no-seed."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("the dose prediction was run under --no-seed")
+
+    monkeypatch.setattr(planner.pipeline, "_predict_seed", no_network)
+    out = tmp_path / "plan"
+    assert main(["plan", "example:cshape", "--out", str(out), "--no-seed"] + COARSE[:2]
+                + ["--beams", "3"] + COARSE[4:]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == "unseeded: --no-seed"
+    assert any(line.startswith("seed ") and line.endswith("unseeded: --no-seed")
+               for line in capsys.readouterr().err.splitlines())
+    assert "unseeded: --no-seed" in (out / "plan.log").read_text()
+
+
+def test_the_seed_gets_the_protocol_prescriptions(tmp_path, monkeypatch, dicom_patient):
+    """A DICOM patient (here the C-shape) has no prescriptions of its own: the patient the dose
+    prediction is asked about carries the protocol's (TG-119: the PTV, 50 Gy in 25 fractions),
+    so that the network's own checks decide whether it applies."""
+    import planner.predict.seed
+    from planner.predict.seed import Seed
+
+    folder, _ = dicom_patient
+    asked = []
+
+    def predict(patient, device="auto"):
+        asked.append(patient)
+        return Seed(None, "unseeded: recorded")
+
+    monkeypatch.setattr(planner.predict.seed, "predict_seed", predict)
+    assert main(["plan", str(folder), "--out", str(tmp_path / "plan")] + COARSE[:2]
+                + ["--beams", "3"] + COARSE[4:]) == 0
+    (patient,) = asked
+    assert [(p.target, p.dose_gy, p.fractions) for p in patient.prescriptions] == [
+        ("PTV", 50.0, 25)]
+
+
+def test_seed_flags_parse():
+    """--seed is the default; --no-seed turns it off (argparse BooleanOptionalAction)."""
+    import argparse
+
+    from planner.cli import plan as plan_cli
+
+    parser = argparse.ArgumentParser()
+    plan_cli.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["plan", "p", "--out", "o"]).seed is True
+    assert parser.parse_args(["plan", "p", "--out", "o", "--seed"]).seed is True
+    assert parser.parse_args(["plan", "p", "--out", "o", "--no-seed"]).seed is False
 
 
 def test_refuses_an_existing_folder_at_once(tmp_path, capsys):

@@ -44,11 +44,24 @@ def test_problem_mapping_overlap_and_ring(protocol_file, line_patient):
     assert problem.mapping.unmapped == ("Body",)
     (target,) = problem.targets
     assert target.dose_gy == 60.0 and target.indices.tolist() == list(range(40, 61))
-    d95, mean = problem.goals
+    d95, mean, hot, maximum, outside_mean = problem.goals
     assert d95.limit == 60.0 and d95.is_target
     # Goal on the whole organ; its objective only where no target is (targets win).
     assert mean.indices.tolist() == list(range(58, 76))
     assert mean.objective_indices.tolist() == list(range(61, 76))
+    # The implicit goals outside the PTV (ring_step 1: every voxel). The hot-spot and maximum
+    # goals on the body 2-20 mm from the target (the voxel touching it, at 1 mm, left out):
+    # 20-38 and 62-80 mm; 110 % and 115 % of 60 Gy; 1 cc is more than the 38 voxels of
+    # 0.001 cc, so the volume limit is all of them. The mean on all of the body outside it.
+    shell = list(range(20, 39)) + list(range(62, 81))
+    assert (hot.label, hot.metric, hot.indices.tolist(), hot.parameter, hot.limit, hot.hard) == (
+        "Outside PTVs V110% <= 1 cc", "volume_at_dose", shell, pytest.approx(66.0), 1.0, True)
+    assert (maximum.metric, maximum.indices.tolist(), maximum.parameter, maximum.limit,
+            maximum.hard) == ("dose_at_volume", shell, 0.0, pytest.approx(69.0), True)
+    assert (outside_mean.metric, outside_mean.indices.tolist(), outside_mean.limit,
+            outside_mean.hard) == ("mean_dose", list(range(5, 40)) + list(range(61, 96)),
+                                   np.inf, False)
+    assert hot.objective_indices is None and outside_mean.objective_indices is None
     ring = problem.normal_tissue
     assert ring.indices.tolist() == list(range(20, 40)) + list(range(61, 81))
     np.testing.assert_allclose(ring.distance_mm, [40 - i for i in range(20, 40)]

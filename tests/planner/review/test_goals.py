@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from planner.patient import Structure
+from dose.grid import Grid
+from planner.patient import Patient, Structure
 from planner.phantoms import cshape_phantom
 from planner.protocol import read_protocol
 from planner.review.goals import evaluate_protocol, protocol_conflicts
@@ -78,7 +79,20 @@ def test_goals_in_protocol_units_with_margins(case, protocol_file):
                 (v20 * voxel, 2.0, "cc", 2.0 - v20 * voxel),
                 (core.mean(), 15.0, "Gy", 15.0 - core.mean()),
                 (_hottest(core, 0.1 / (core.size * voxel)), 45.0, "Gy", None)]
-    assert [r.structure for r in rows] == ["PTV", "Centre", "Centre", "Centre", "Centre"]
+    # The implicit goals on the body outside the PTV (no air in the PTV, none of it within
+    # 3 mm of the skin: the PTV is its own optimised volume): V110% of 50 Gy in cc, Dmax <= 115 %
+    # of 50 Gy, and the mean with no limit.
+    outside = case.dose_gy[patient.structure("BODY").mask
+                           & ~patient.structure("PTV").mask].astype(float)
+    v55 = (outside >= 55.0).sum() * voxel
+    expected += [(v55, 1.0, "cc", 1.0 - v55), (outside.max(), 57.5, "Gy", 57.5 - outside.max()),
+                 (outside.mean(), math.inf, "Gy", math.inf)]
+    assert [r.structure for r in rows] == ["PTV", "Centre", "Centre", "Centre", "Centre",
+                                           "Outside PTVs", "Outside PTVs", "Outside PTVs"]
+    assert [r.goal.label for r in rows[5:]] == ["Outside PTVs V110% <= 1 cc",
+                                                "Outside PTVs Dmax <= 115 %",
+                                                "Outside PTVs Dmean as low as possible"]
+    assert len(rows) == len(expected)
     for row, (value, limit, unit, margin) in zip(rows, expected):
         assert row.value == pytest.approx(value, rel=1e-6)
         assert (row.limit, row.unit) == (limit, unit)
@@ -135,3 +149,109 @@ def test_tg119_protocol_on_the_c_shape_has_no_conflict():
     """TG-119 keeps a 5 mm gap between target and core."""
     patient = _small_cshape()
     assert protocol_conflicts(patient, read_protocol("tg119_c_shape")) == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# The goals outside the targets (issue 16) and coverage on the target less its air
+
+HOT_PROTOCOL = """
+name = "hot"
+[[prescriptions]]
+target = "PTV"
+dose_gy = 50.0
+fractions = 25
+[structures.PTV]
+kind = "target"
+[[goals]]
+structure = "PTV"
+metric = "D99%"
+min = 95.0
+unit = "%"
+priority = "hard"
+"""
+HOT_SHAPE = (20, 20, 20)   # voxels of 2.5 mm: 0.015625 cc, 64 to the cc
+
+
+def _hot_patient(air: bool = False) -> Patient:
+    """Body: voxels 1-18 along each axis (5832 voxels), water; PTV: the cube 6-13 (512 voxels,
+    12 mm or more inside the surface: no skin crop). With ``air``: 16 of the PTV's voxels
+    (z 6-7, y 6-7, x 6-9: 3.1 %) at -1000 HU."""
+    grid = Grid((0.0, 0.0, 0.0), (2.5, 2.5, 2.5), HOT_SHAPE)
+    body = np.zeros(HOT_SHAPE, bool)
+    body[1:19, 1:19, 1:19] = True
+    ptv = np.zeros(HOT_SHAPE, bool)
+    ptv[6:14, 6:14, 6:14] = True
+    hu = np.where(body, 0.0, -1000.0).astype(np.float32)
+    if air:
+        hu[6:8, 6:8, 6:10] = -1000.0
+    return Patient("hot", grid, hu, np.where(hu < -900, 0.001, 1.0).astype(np.float32),
+                   (Structure("PTV", "target", ptv), Structure("BODY", "external", body)))
+
+
+def _hot_dose(block_x: int) -> np.ndarray:
+    """50 Gy in the PTV, 20 Gy elsewhere, and a hot block at 57.5 Gy (115 % of 50 Gy) outside
+    the PTV: z 1-4, y 1-4 and x 1 to ``block_x`` - 1 (16 voxels, 0.25 cc, per x column)."""
+    dose = np.full(HOT_SHAPE, 20.0, np.float32)
+    dose[6:14, 6:14, 6:14] = 50.0
+    dose[1:5, 1:5, 1:block_x] = 57.5
+    return dose
+
+
+@pytest.mark.parametrize("block_x, block_cc, met", [(6, 1.25, False), (5, 1.0, True),
+                                                     (4, 0.75, True)])
+def test_a_hot_spot_outside_the_targets_is_found(protocol_file, block_x, block_cc, met):
+    """Issue 16: a block outside the PTV at 115 % of the prescription. 80 voxels (1.25 cc) above
+    110 % (55 Gy): "Outside PTVs V110% <= 1 cc" is not met, value 1.25 cc, margin -0.25 cc;
+    64 voxels (1 cc): met at the limit; 48 voxels (0.75 cc): met. The maximum outside the PTV
+    is the block's dose, 57.5 Gy, against 115 % = 57.5 Gy (met at the limit). The mean over
+    the body outside the PTV (5832 - 512 = 5320 voxels) is (n x 57.5 + (5320 - n) x 20) /
+    5320."""
+    patient = _hot_patient()
+    protocol = read_protocol(protocol_file(HOT_PROTOCOL))
+    rows = {r.goal.label: r for r in evaluate_protocol(patient, _hot_dose(block_x), protocol)}
+    assert list(rows) == ["PTV D99% >= 95 %", "Outside PTVs V110% <= 1 cc",
+                          "Outside PTVs Dmax <= 115 %", "Outside PTVs Dmean as low as possible"]
+    hot = rows["Outside PTVs V110% <= 1 cc"]
+    assert (hot.structure, hot.unit, hot.limit, hot.goal.hard) == ("Outside PTVs", "cc", 1.0,
+                                                                   True)
+    assert hot.value == pytest.approx(block_cc, rel=1e-9)
+    assert hot.margin == pytest.approx(1.0 - block_cc, abs=1e-9)
+    assert hot.met is met
+    # The goal's point on the DVH: 1 cc of the 83.125 cc outside the PTV, at 55 Gy.
+    assert hot.dvh_point == (55.0, pytest.approx(100 * 1.0 / (5320 * 0.015625)))
+    dmax = rows["Outside PTVs Dmax <= 115 %"]
+    assert (dmax.value, dmax.limit, dmax.unit, dmax.met) == (57.5, 57.5, "Gy", True)
+    n = 16 * (block_x - 1)
+    mean = rows["Outside PTVs Dmean as low as possible"]
+    assert mean.value == pytest.approx((n * 57.5 + (5320 - n) * 20.0) / 5320, rel=1e-6)
+    assert (mean.limit, mean.met, mean.goal.hard) == (math.inf, True, False)
+    assert rows["PTV D99% >= 95 %"].met
+
+
+def test_a_maximum_above_115_percent_outside_the_targets_fails(protocol_file):
+    """One voxel outside the PTV at 58 Gy (116 % of 50 Gy), nothing else above 20 Gy there: the
+    hot-spot goal holds (0.015625 cc above 55 Gy), the maximum goal does not (margin 57.5 - 58
+    = -0.5 Gy)."""
+    dose = _hot_dose(1)
+    dose[3, 3, 3] = 58.0
+    rows = {r.goal.label: r for r in evaluate_protocol(
+        _hot_patient(), dose, read_protocol(protocol_file(HOT_PROTOCOL)))}
+    assert rows["Outside PTVs V110% <= 1 cc"].value == pytest.approx(0.015625)
+    assert rows["Outside PTVs V110% <= 1 cc"].met
+    dmax = rows["Outside PTVs Dmax <= 115 %"]
+    assert (dmax.value, dmax.margin, dmax.met) == (58.0, -0.5, False)
+
+
+def test_air_in_the_ptv_does_not_fail_its_coverage(protocol_file):
+    """16 of the PTV's 512 voxels (3.1 %) are air, at 40 Gy (80 %); the rest of the PTV at
+    50 Gy. On the whole PTV D99 would be 40 Gy (the 6th coldest voxel is air): the hard goal
+    D99 >= 95 % (47.5 Gy) would fail. It is evaluated on PTV_opt (the PTV less its air: 496
+    voxels, all at 50 Gy): D99 = 50 Gy, met."""
+    patient = _hot_patient(air=True)
+    dose = _hot_dose(1)
+    dose[6:8, 6:8, 6:10] = 40.0
+    ptv = patient.structure("PTV").mask
+    assert _hottest(dose[ptv].astype(float), 0.99) == 40.0  # the whole PTV's D99
+    (row, *_) = evaluate_protocol(patient, dose, read_protocol(protocol_file(HOT_PROTOCOL)))
+    assert (row.goal.label, row.structure) == ("PTV D99% >= 95 %", "PTV_opt")
+    assert (row.value, row.limit, row.met) == (50.0, 47.5, True)

@@ -4,6 +4,7 @@ writing, and a real browser rendering it (headless Chromium, skipped where none 
 from __future__ import annotations
 
 import base64
+import html
 import dataclasses
 import re
 import shutil
@@ -71,11 +72,16 @@ def test_unmet_goals_are_red_with_their_margin(report):
     out, review = report
     page = (out / "report.html").read_text()
     rows = re.findall(r'<tr class="(met|unmet)">(.*?)</tr>', page)
-    assert len(rows) == len(review.goals) == 4
+    # TG-119's four goals, then the three every protocol gets on the tissue outside the PTVs.
+    assert len(rows) == len(review.goals) == 7
+    assert ([g.structure for g in review.goals]
+            == ["PTV"] * 2 + ["Core"] * 2 + ["Outside PTVs"] * 3)
     for (cls, cells), goal in zip(rows, review.goals):
         assert cls == ("met" if goal.met else "unmet")
-        margin = ("+" if goal.margin >= 0 else "") + f"{goal.margin:.2f} Gy"
-        assert margin in cells and ("NOT MET" in cells) == (not goal.met)
+        assert html.escape(goal.goal.label) in cells and ("NOT MET" in cells) == (not goal.met)
+        if np.isfinite(goal.margin):  # the mean outside the PTVs has no limit, hence no margin
+            margin = ("+" if goal.margin >= 0 else "") + f"{goal.margin:.2f} {goal.unit}"
+            assert margin in cells
     # The synthetic dose under-covers the PTV (D95 47 Gy): unmet, reported, not hidden.
     assert [g.goal.label for g in review.unmet_goals][0] == "PTV D95% >= 50 Gy"
     assert "3 not met" in page

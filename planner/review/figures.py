@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
@@ -89,13 +90,7 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
         ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none",
                 mfc=colours.get(row.structure, "white"),
                 mec=MET_COLOUR if row.met else UNMET_COLOUR, mew=2.5)
-    if reference_dose_gy:
-        ax.axvline(reference_dose_gy, color="0.4", ls="--", lw=0.8)
-    ax.set_xlabel("Dose (Gy)")
-    ax.set_ylabel("Volume (%)")
-    ax.set_ylim(0, 102)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
+    _dvh_axes(ax, reference_dose_gy, "--")
     handles, labels = ax.get_legend_handles_labels()
     if goals:
         handles += [Line2D([], [], marker="v", ls="none", mfc="white", mec=MET_COLOUR, mew=2.5),
@@ -104,6 +99,17 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
     ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     return figure
+
+
+def _dvh_axes(ax: Axes, reference_dose_gy: float | None, reference_style: str) -> None:
+    """Axes of a cumulative DVH: dose from 0, volume 0-102 %, the reference dose as a line."""
+    if reference_dose_gy:
+        ax.axvline(reference_dose_gy, color="0.4", ls=reference_style, lw=0.8)
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.set_ylim(0, 102)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
 
 
 def prediction_dvh_figure(planned: Sequence[Dvh], predicted: Sequence[Dvh], *,
@@ -134,13 +140,7 @@ def prediction_dvh_figure(planned: Sequence[Dvh], predicted: Sequence[Dvh], *,
                 label=f"{curve.name}{flag}")
         other = ahead[curve.name]
         ax.plot(other.dose_gy, other.percent, color=colour, lw=1.4, ls="--")
-    if reference_dose_gy:
-        ax.axvline(reference_dose_gy, color="0.4", ls=":", lw=0.8)
-    ax.set_xlabel("Dose (Gy)")
-    ax.set_ylabel("Volume (%)")
-    ax.set_ylim(0, 102)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
+    _dvh_axes(ax, reference_dose_gy, ":")
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.2", lw=1.6), Line2D([], [], color="0.2", lw=1.4, ls="--")]
     labels += ["plan (solid)", "predicted (dashed)"]

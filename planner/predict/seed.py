@@ -16,8 +16,10 @@ sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arg
   prescription objectives, as much as a clinical goal's objective starts with, so that they move
   the dose outside the targets (at 1, as first shipped, they changed 1 plan in 6). They can
   only pull dose down outside the targets; the targets keep their own prescription objectives.
-  A sparing step that loses a goal met before with them is undone and made again with them
-  weighing a quarter, then without them.
+  A sparing step that loses a hard or organ goal met before is undone and their weight halves;
+  a kept step doubles it again (up to ``MIMIC_WEIGHT``); below a tenth they are dropped. A
+  target's soft goal (D95) may be traded: the deliverable plan's normalisation restores it as
+  far as the hard goals allow.
 
 Neither can buy an unsafe plan: the hard goals are reached before the sparing, and a sparing step
 that loses a goal is undone. A poor prediction costs at most a few optimisations (failed steps

@@ -576,17 +576,17 @@ def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], p
 
 def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
                         protocol: Protocol, structures: PlanningStructures,
-                        goals: Sequence[GoalRow], *, least_segment_mu: float,
-                        min_segment_mu: float, bisections: int = 6) -> tuple[float, str]:
+                        goals: Sequence[GoalRow], *, bisections: int = 6) -> tuple[float, str]:
     """The factor on every segment's MU that puts the main target's D95 at its prescription,
     and a line saying what was done.
 
     The main target is the one with the highest prescription; its D95 is taken on its optimised
     volume (:mod:`planner.planning_structures`) on the CT grid, as the goal table does. The
-    factor is applied only as far as it keeps every hard goal that ``goals`` meets met and every
-    segment at ``min_segment_mu`` or more: where the full factor would lose one, the largest
-    step towards it that keeps them is found by bisection (``bisections`` halvings), so a plan
-    is never left hot (or cold) by more than its hard goals demand.
+    factor is applied only as far as it keeps every hard goal that ``goals`` meets met: where the
+    full factor would lose one, the largest step towards it that keeps them is found by
+    bisection (``bisections`` halvings), so a plan is never left hot (or cold) by more than its
+    hard goals demand. (A segment the factor would take below the least MU a segment may carry
+    is the caller's to keep there: :func:`plan_patient` recomputes the dose then.)
 
     Parameters
     ----------
@@ -600,8 +600,6 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
         ``planning_structures(patient, protocol)``.
     goals : sequence of GoalRow
         The goal table of ``dose_gy``.
-    least_segment_mu, min_segment_mu : float, MU
-        The smallest segment's MU and the least a segment may carry.
     """
     main = max(protocol.prescriptions, key=lambda p: p.dose_gy)
     if main.target not in structures.mapping:
@@ -615,8 +613,6 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
     kept_hard = {g.goal.label for g in goals if g.goal.hard and g.met}
 
     def keeps(scale: float) -> bool:
-        if least_segment_mu * scale < min_segment_mu - 1e-9:
-            return False
         rows = evaluate_protocol(patient, dose_ct * np.float32(scale), protocol,
                                  structures=structures)
         return all(r.met for r in rows if r.goal.label in kept_hard)
@@ -982,17 +978,29 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     normalisation = "none (optimised to the goals; normalise = false in the protocol)"
     if protocol.planning.normalise:
-        scale, normalisation = normalisation_scale(
-            patient, dose_grid, dose, protocol, ct_structures, goals_plan,
-            least_segment_mu=min(seg.mu for b in plan_beams for seg in b.segments),
-            min_segment_mu=MIN_MU_PER_SEGMENT)
-        if scale != 1.0:
-            dose = dose * np.float32(scale)
+        scale, normalisation = normalisation_scale(patient, dose_grid, dose, protocol,
+                                                   ct_structures, goals_plan)
+        mu = weights.x * scale
+        floored = (mu > 0) & (mu < min_weight)
+        if scale != 1.0 and not floored.any():
+            dose = dose * np.float32(scale)  # the dose is linear in the MU
             plan_beams = [dataclasses.replace(b, segments=tuple(
                 dataclasses.replace(seg, mu=seg.mu * scale) for seg in b.segments))
                 for b in plan_beams]
             goals_plan = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
                                            protocol, structures=ct_structures)
+        elif scale != 1.0:
+            # Segments the factor takes below the least MU stay there; the dose is recomputed.
+            mu[floored] = min_weight
+            scaled = deliver(mu)
+            kept = {r.goal.label for r in goals_plan if r.goal.hard and r.met}
+            if all(r.met for r in scaled[2] if r.goal.label in kept):
+                plan_beams, dose, goals_plan = scaled
+                normalisation += (f"; {int(floored.sum())} segments kept at the least "
+                                  f"{MIN_MU_PER_SEGMENT:g} MU, the dose recomputed")
+            else:
+                normalisation = (f"not scaled: x{scale:.3f} with {int(floored.sum())} segments "
+                                 f"kept at the least {MIN_MU_PER_SEGMENT:g} MU loses a hard goal")
         step("normalisation", normalisation)
 
     total_mu = float(sum(b.mu for b in plan_beams))

@@ -262,7 +262,7 @@ def test_normalisation_scales_the_main_target_d95_to_its_prescription(protocol_f
     goals = evaluate_protocol(patient, dose, protocol, structures=structures)
     assert [g.met for g in goals[:2]] == [True, True]
     scale, message = normalisation_scale(patient, patient.grid, dose, protocol, structures,
-                                         goals, least_segment_mu=10.0, min_segment_mu=2.0)
+                                         goals)
     assert scale == pytest.approx(1.0 / 1.05, rel=2e-5) and scale >= 1.0 / 1.05
     assert message == (
         "PTV D95 at its prescription 50 Gy: every segment's MU x0.952 (D95 52.50 Gy before)")
@@ -286,8 +286,7 @@ def test_normalised_d95_reads_met_on_a_dose_grid_of_its_own(protocol_file):
         dose = dose.astype(np.float32)
         goals = evaluate_protocol(patient, resample_dose(dose, dose_grid, patient.grid),
                                   protocol, structures=structures)
-        scale, _ = normalisation_scale(patient, dose_grid, dose, protocol, structures, goals,
-                                       least_segment_mu=10.0, min_segment_mu=2.0)
+        scale, _ = normalisation_scale(patient, dose_grid, dose, protocol, structures, goals)
         after = evaluate_protocol(patient, resample_dose(dose * np.float32(scale), dose_grid,
                                                          patient.grid), protocol,
                                   structures=structures)
@@ -303,19 +302,13 @@ def test_normalisation_stops_where_a_hard_goal_would_be_lost(protocol_file):
     structures = planning_structures(patient, protocol)
     goals = evaluate_protocol(patient, dose, protocol, structures=structures)
     scale, message = normalisation_scale(patient, patient.grid, dose, protocol, structures,
-                                         goals, least_segment_mu=10.0, min_segment_mu=2.0)
+                                         goals)
     limit = 47.5 / 49.0
     assert limit <= scale < limit + (1 - 1 / 1.05) / 64
     assert message.startswith("PTV D95 at its prescription 50 Gy needs x0.952; scaled "
                               f"x{scale:.3f}, as far as the hard goals allow (D95 52.50 -> ")
     after = evaluate_protocol(patient, dose * np.float32(scale), protocol, structures=structures)
     assert after[1].met and after[1].value == pytest.approx(49.0 * scale, rel=1e-5)
-    # A segment already at the least MU allowed: no step down keeps it, nothing is scaled.
-    scale, message = normalisation_scale(patient, patient.grid, dose, protocol, structures,
-                                         goals, least_segment_mu=2.0, min_segment_mu=2.0)
-    assert scale == 1.0
-    assert message == ("PTV D95 at its prescription 50 Gy would need x0.952, which loses a hard "
-                       "goal; not scaled (D95 52.50 Gy)")
 
 
 def test_dose_grid_covers_the_body_only():

@@ -144,12 +144,17 @@ def distance_from_targets(patient: Patient, structures: PlanningStructures) -> n
     return scipy.ndimage.distance_transform_edt(~targets, sampling=patient.grid.spacing_mm)
 
 
+def sample_lattice(shape: tuple[int, ...], step: int) -> np.ndarray:
+    """``shape`` bool, True on every ``step``-th voxel along each axis (from the first)."""
+    lattice = np.zeros(shape, dtype=bool)
+    lattice[::step, ::step, ::step] = True
+    return lattice
+
+
 def sampled_outside(structures: PlanningStructures, step: int = RING_STEP) -> np.ndarray:
     """``Outside PTVs`` on every ``step``-th voxel along each axis: the normal tissue as the
     optimiser samples it (its dose only shapes the fall-off and the mean)."""
-    sub = np.zeros(structures.patient.grid.shape, dtype=bool)
-    sub[::step, ::step, ::step] = True
-    return structures.mask(OUTSIDE_TARGETS) & sub
+    return structures.mask(OUTSIDE_TARGETS) & sample_lattice(structures.patient.grid.shape, step)
 
 
 def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_STEP,
@@ -162,12 +167,8 @@ def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_ST
     """
     if structures is None:
         structures = planning_structures(patient, protocol)
-    keep = np.zeros(patient.grid.shape, dtype=bool)
-    keep[::step, ::step, ::step] = True
-    for name in structures.mapping:
-        if name != OUTSIDE_TARGETS:
-            keep |= structures.mask(name)
-    for name in structures.delineated.values():
+    keep = sample_lattice(patient.grid.shape, step)
+    for name in structures.delineated.values():  # an optimised target lies within its own
         keep |= patient.structure(name).mask
     return keep
 

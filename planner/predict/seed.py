@@ -53,7 +53,7 @@ import scipy.ndimage
 
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
-from planner.optimize import dij_array_module
+from planner.optimize import dij_array_module, sample_lattice
 from planner.patient import Patient, Prescription
 from planner.predict.infer import (
     BODY_HU,
@@ -89,12 +89,6 @@ class Seed:
         return self.dose_gy is not None
 
 
-def _subsample(shape: tuple[int, ...]) -> np.ndarray:
-    keep = np.zeros(shape, dtype=bool)
-    keep[::SUBSAMPLE, ::SUBSAMPLE, ::SUBSAMPLE] = True
-    return keep
-
-
 def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any = np,
                          weight: float = MIMIC_WEIGHT) -> tuple[DoseMimicking, ...]:
     """Over-dose-only mimicking of ``predicted_gy`` (patient grid, Gy) outside the targets and
@@ -123,7 +117,7 @@ def mimicking_objectives(patient: Patient, predicted_gy: np.ndarray, *, xp: Any 
         if rows.size:
             objectives.append(DoseMimicking(xp.asarray(rows), xp.asarray(flat[rows]), weight,
                                             under=0.0, over=1.0))
-    rest = dose_possible_mask(patient) & ~targets & ~organs & _subsample(patient.grid.shape)
+    rest = dose_possible_mask(patient) & ~targets & ~organs & sample_lattice(patient.grid.shape, SUBSAMPLE)
     rows = np.flatnonzero(rest.ravel())
     if rows.size:
         objectives.append(DoseMimicking(xp.asarray(rows), xp.asarray(flat[rows]), weight,

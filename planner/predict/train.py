@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import platform
 import random
 import time
 from collections.abc import Callable
@@ -99,6 +100,19 @@ def learning_rate_at(config: TrainConfig, epoch: int) -> float:
     floor = 0.01 * config.learning_rate
     cosine = 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
     return floor + (config.learning_rate - floor) * cosine
+
+
+def hardware(device: torch.device) -> str:
+    """What trains: the GPU's name, or the CPU's model and torch's thread count."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"cpu: {cpu}, {torch.get_num_threads()} torch thread(s)"
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
@@ -205,7 +219,7 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
             raise InputError(f"{initial_model}: not a single network of this run's size "
                              f"({model.config()})")
         model.load_state_dict(loaded.state_dict())
-        initial = {"path": str(initial_model),
+        initial = {"file": Path(initial_model).name,
                    "sha256": hashlib.sha256(Path(initial_model).read_bytes()).hexdigest()}
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     history: list[dict] = []
@@ -244,15 +258,19 @@ def train(train_dir: Path, val_dir: Path, out_dir: Path, config: TrainConfig, *,
         if val_dose < best:
             best = val_dose
             card = {
-                "data": {"train": [str(f) for f in train_folders],
-                         "validation": [str(f) for f in val_folders],
-                         "source": "OpenKBP provided-data (Babier et al., Med Phys 48:5549, 2021)"},
+                "data": {"train": [f.name for f in train_folders],
+                         "validation": [f.name for f in val_folders],
+                         "source": f"OpenKBP provided-data {Path(train_dir).name} and "
+                                   f"{Path(val_dir).name} (Babier et al., Med Phys 48:5549, "
+                                   f"2021)"},
                 "epochs": epoch + 1,
                 "scores": {"validation": {"dose_score_gy": val_dose, "dvh_score_gy": val_dvh,
                                           "patients": len(val_cases)}},
                 "train_config": dataclasses.asdict(config),
                 "initial_weights": initial,
                 "device": torch_dev.type,
+                "hardware": hardware(torch_dev),
+                "training_s": sum(h["epoch_s"] for h in history),
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             }
             save_model(model, out_dir / BEST_MODEL, card, overwrite=True)

@@ -103,6 +103,11 @@ def test_short_run_lowers_error(openkbp_dir: Path, cache_dir: Path, tmp_path: Pa
     assert card["scores"]["validation"]["dose_score_gy"] == best["val_dose_score_gy"]
     weights = (tmp_path / "run" / "model.pt").read_bytes()
     assert card["sha256"] == hashlib.sha256(weights).hexdigest()
+    # patients by split and ID, never a machine path; what trained, for how long
+    assert card["data"]["train"] == [f.name for f in patient_folders(train_dir)[:2]]
+    assert card["data"]["validation"] == [folders[0].name]
+    assert "/" not in json.dumps(card["data"]) + json.dumps(card["initial_weights"])
+    assert card["hardware"].startswith("cpu: ") and card["training_s"] > 0
 
 
 def test_resume_continues_exactly(openkbp_dir: Path, cache_dir: Path, tmp_path: Path, tiny):
@@ -141,7 +146,7 @@ def test_initial_weights_start_a_new_run(openkbp_dir: Path, cache_dir: Path, tmp
     again = train(train_dir, val_dir, tmp_path / "b", frozen, initial_model=weights, **quiet)
     assert again[0]["val_dose_score_gy"] == min(h["val_dose_score_gy"] for h in first)
     card = json.loads((tmp_path / "b" / "model.json").read_text())
-    assert card["initial_weights"] == {"path": str(weights),
+    assert card["initial_weights"] == {"file": "model.pt",
                                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     wider = dataclasses.replace(frozen, base_channels=2 * tiny.base_channels)
     with pytest.raises(InputError, match=r"model\.pt: not a single network of this run's size"):

@@ -6,15 +6,16 @@ torch is imported only when the network is used.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
+import json
 from pathlib import Path
 
 from planner.cli.train import add_threads_option, set_threads
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io.openkbp import read_openkbp_case, read_openkbp_dose
 from planner.predict.data import patient_folders
-from planner.predict.metrics import PatientScores, overall_scores, score_patient
+from planner.predict.evaluate import Evaluation, Summary, evaluate_patient, summarise
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "folder (a split folder of pt_* patients, or one patient folder) with the "
                     "challenge's dose score and DVH score. Predictions come from --predictions "
                     "(challenge submission files pt_N.csv) or, by default, from the network "
-                    "(--model, default the shipped weights).")
+                    "(--model, default the shipped weights). A patient that cannot be scored (a "
+                    "missing or unreadable file, a patient the network does not apply to) is "
+                    "listed with the reason and left out of the overall scores, which say how "
+                    "many patients they cover.")
     parser.add_argument("data_dir", metavar="DATA_DIR", type=Path)
     parser.add_argument("--predictions", type=Path, default=None,
                         help="folder of predicted doses pt_N.csv[.gz] (or pt_N/dose.csv[.gz])")
@@ -33,55 +37,91 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "than once, the mean of their doses (an ensemble) is scored")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_threads_option(parser)
-    parser.add_argument("--csv", type=Path, default=None, help="also write per-patient scores here")
-    parser.add_argument("--force", action="store_true", help="overwrite --csv")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="also write per-patient scores and reasons here, and the same with "
+                             "each patient's DVH errors as JSON beside it (.json)")
+    parser.add_argument("--force", action="store_true", help="overwrite --csv and its JSON")
     parser.set_defaults(run=run)
 
 
-def _prediction_file(folder: Path, name: str) -> Path:
-    for candidate in (folder / f"{name}.csv", folder / f"{name}.csv.gz",
-                      folder / name / "dose.csv", folder / name / "dose.csv.gz"):
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"{folder / (name + '.csv')}: missing (no prediction for {name})")
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _report(rows: list[Evaluation], summary: Summary, source: str) -> dict:
+    """The JSON written beside the CSV: the overall scores, then every patient's row."""
+    def patient(r: Evaluation) -> dict:
+        s = r.scores
+        return {"patient": r.name, "dose_score_gy": None if s is None else s.dose_score_gy,
+                "dvh_score_gy": None if s is None else s.dvh_score_gy, "reason": r.reason,
+                "dvh_errors_gy": None if s is None else {f"{metric} {roi}": error for
+                                                         (metric, roi), error in
+                                                         s.dvh_errors_gy.items()}}
+
+    scored = summary.scored > 0
+    return {"predictions": source,
+            "overall": {"dose_score_gy": summary.dose_score_gy if scored else None,
+                        "dvh_score_gy": summary.dvh_score_gy if scored else None,
+                        "patients_scored": summary.scored, "patients": summary.patients,
+                        "left_out": summary.left_out},
+            "patients": [patient(r) for r in rows]}
 
 
 def run(args: argparse.Namespace) -> int:
     folders = patient_folders(args.data_dir)
-    if args.csv is not None and args.csv.exists() and not args.force:
-        raise InputError(f"{args.csv}: already exists (use --force to overwrite)")
+    json_path = None if args.csv is None else args.csv.with_suffix(".json")
+    if args.csv is not None:
+        if args.csv.suffix == ".json":
+            raise InputError(f"{args.csv}: --csv must not end in .json (the JSON is written "
+                             f"beside it)")
+        for path in (args.csv, json_path):
+            if path.exists() and not args.force:
+                raise InputError(f"{path}: already exists (use --force to overwrite)")
     model = None
     if args.predictions is None:
-        from planner.predict.infer import load_model, predict_dose, torch_device
+        from planner.predict.infer import load_model, torch_device
         from planner.predict.model import DoseEnsemble
 
         set_threads(args.threads)
         device = torch_device(args.device)
         models = [load_model(path, device) for path in args.model or [None]]
         model = models[0] if len(models) == 1 else DoseEnsemble(models)
-    scores: list[PatientScores] = []
+        source = " + ".join(p.name for p in args.model) if args.model else "shipped weights"
+    else:
+        source = str(args.predictions)
+    rows: list[Evaluation] = []
     print(f"{'patient':<12} {'dose score (Gy)':>15} {'DVH score (Gy)':>14}")
     for folder in folders:
-        patient, reference = read_openkbp_case(
-            folder, needed_for="no reference dose to score against")
-        if model is None:
-            predicted = read_openkbp_dose(_prediction_file(args.predictions, folder.name))
+        row = evaluate_patient(folder, model=model, predictions=args.predictions)
+        rows.append(row)
+        if row.scores is None:
+            print(f"{row.name:<12} {'-':>15} {'-':>14}  left out: {row.reason}", flush=True)
         else:
-            predicted = predict_dose(patient, model).dose_gy
-        s = score_patient(folder.name, reference, predicted, patient.possible_dose_mask,
-                          {st.name: st.mask for st in patient.structures},
-                          [st.name for st in patient.targets()], patient.grid.voxel_volume_cc * 1e3)
-        scores.append(s)
-        print(f"{s.name:<12} {s.dose_score_gy:15.3f} {s.dvh_score_gy:14.3f}", flush=True)
-    dose, dvh = overall_scores(scores)
-    print(f"{'overall':<12} {dose:15.3f} {dvh:14.3f}  ({len(scores)} patients; DVH score pooled "
-          f"over all patient, ROI and metric errors)")
+            print(f"{row.name:<12} {row.scores.dose_score_gy:15.3f} "
+                  f"{row.scores.dvh_score_gy:14.3f}", flush=True)
+    summary = summarise(rows)
+    left_out = (f"; left out: {', '.join(summary.left_out)}" if summary.left_out else "")
+    print(f"{'overall':<12} {summary.dose_score_gy:15.3f} {summary.dvh_score_gy:14.3f}  "
+          f"({summary.scored} of {summary.patients} patients{left_out}; DVH score pooled over "
+          f"all patient, ROI and metric errors)")
     if args.csv is not None:
         text = io.StringIO()
-        text.write("patient,dose_score_gy,dvh_score_gy\n")
-        for s in scores:
-            text.write(f"{s.name},{s.dose_score_gy:.6f},{s.dvh_score_gy:.6f}\n")
-        text.write(f"overall,{dose:.6f},{dvh:.6f}\n")
+        table = csv.writer(text, lineterminator="\n")
+        table.writerow(["patient", "dose_score_gy", "dvh_score_gy", "reason"])
+        for r in rows:
+            s = r.scores
+            table.writerow([r.name, _number(None if s is None else s.dose_score_gy),
+                            _number(None if s is None else s.dvh_score_gy), r.reason])
+        overall = summary.scored > 0
+        table.writerow(["overall", _number(summary.dose_score_gy if overall else None),
+                        _number(summary.dvh_score_gy if overall else None),
+                        f"{summary.scored} of {summary.patients} patients"])
         write_file_atomic(args.csv, lambda tmp: tmp.write_text(text.getvalue()),
                           overwrite=args.force)
+        report = json.dumps(_report(rows, summary, source), indent=2) + "\n"
+        write_file_atomic(json_path, lambda tmp: tmp.write_text(report), overwrite=args.force)
+    if not summary.scored:
+        first = rows[0]
+        raise InputError(f"{args.data_dir}: none of the {summary.patients} patients could be "
+                         f"scored (first, {first.name}: {first.reason})")
     return 0

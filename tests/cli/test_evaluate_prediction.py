@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_reference_as_prediction_scores_zero_and_offset_scores_it(two_patients: 
     assert main(["evaluate-prediction", str(two_patients), "--predictions", str(shifted),
                  "--csv", str(csv)]) == 0
     rows = [line.split(",") for line in csv.read_text().splitlines()]
-    assert rows[0] == ["patient", "dose_score_gy", "dvh_score_gy"] and len(rows) == 4
+    assert rows[0] == ["patient", "dose_score_gy", "dvh_score_gy", "reason"] and len(rows) == 4
+    assert rows[-1][3] == "2 of 2 patients" and all(row[3] == "" for row in rows[1:-1])
     # 1 Gy everywhere in the mask (1e-4: the CSV keeps 6 significant digits); DVH metrics shift
     # by 1 Gy, except where an organ reaches outside the mask (e.g. the cord below the fields)
     for row in rows[1:]:
@@ -51,7 +53,9 @@ def test_reference_as_prediction_scores_zero_and_offset_scores_it(two_patients: 
     assert "scores.csv: already exists" in capsys.readouterr().err
 
 
-def test_missing_prediction_is_bad_input(two_patients: Path, tmp_path: Path, capsys):
+def test_no_patient_scored_is_bad_input(two_patients: Path, tmp_path: Path, capsys):
+    """Every patient lacks its prediction: each is left out, and with none scored the run
+    fails with one line."""
     (tmp_path / "empty").mkdir()
     assert main(["evaluate-prediction", str(two_patients), "--predictions",
                  str(tmp_path / "empty")]) == 2
@@ -68,3 +72,43 @@ def test_network_predictions_on_one_patient(two_patients: Path, tmp_path: Path, 
     assert lines[1].split()[0] == one.name and float(lines[1].split()[1]) > 0
     assert main(["evaluate-prediction", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_unusable_patients_are_left_out_with_their_reason(two_patients: Path, tmp_path: Path,
+                                                          capsys):
+    """A folder with a patient without targets and one with an unreadable CT: the other two are
+    scored, the two are listed with their reasons (CSV and JSON) and left out of the means."""
+    source = sorted(two_patients.iterdir())[0]
+    no_targets, unreadable = two_patients / "pt_900", two_patients / "pt_901"
+    for folder in (no_targets, unreadable):
+        folder.mkdir()
+        for f in source.resolve().iterdir():
+            if not (folder is no_targets and f.name.startswith("PTV")):
+                (folder / f.name).symlink_to(f)
+    (unreadable / "ct.csv.gz").unlink()
+    (unreadable / "ct.csv.gz").write_bytes(b"not gzip")
+    model = save_model(DoseUNet(9, 4, 3), tmp_path / "tiny.pt", {"epochs": 0})
+    csv = tmp_path / "scores.csv"
+    assert main(["evaluate-prediction", str(two_patients), "--model", str(model), "--device",
+                 "cpu", "--threads", "1", "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "pt_900" in out and "left out: pt_900: dose prediction not possible: no target" in out
+    assert "pt_901/ct.csv.gz: cannot read" in out
+    assert "(2 of 4 patients; left out: pt_900, pt_901;" in out.splitlines()[-1]
+    rows = {row[0]: row for row in (line.split(",", 3) for line in
+                                       csv.read_text().splitlines()[1:])}
+    assert rows["pt_900"][1:3] == ["", ""] and "no target" in rows["pt_900"][3]
+    assert rows["overall"][3] == "2 of 4 patients"
+    scored = [rows[f.name] for f in sorted(two_patients.iterdir())[:2]]
+    report = json.loads(csv.with_suffix(".json").read_text())
+    assert report["overall"]["patients_scored"] == 2 and report["overall"]["patients"] == 4
+    assert set(report["overall"]["left_out"]) == {"pt_900", "pt_901"}
+    # the means cover the scored patients only
+    assert report["overall"]["dose_score_gy"] == pytest.approx(
+        np.mean([float(row[1]) for row in scored]), abs=1e-5)
+    by_name = {p["patient"]: p for p in report["patients"]}
+    assert by_name["pt_901"]["dose_score_gy"] is None and by_name["pt_900"]["dvh_errors_gy"] is None
+    (tmp_path / "other.json").write_text("{}")
+    assert main(["evaluate-prediction", str(two_patients), "--model", str(model), "--device",
+                 "cpu", "--csv", str(tmp_path / "other.csv")]) == 2
+    assert "other.json: already exists" in capsys.readouterr().err

@@ -11,12 +11,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from planner.cli import (check, commission, convert, dvh, evaluate_prediction, info, optimize,
-                         plan, review, train)
+from planner.cli import (batch, check, commission, convert, dvh, evaluate_prediction, info,
+                         optimize, plan, review, train)
 from planner.errors import InputError, PlannerError
 
-SUBCOMMANDS = (info, convert, plan, train, evaluate_prediction, optimize, dvh, review, commission,
-               check)
+SUBCOMMANDS = (info, convert, plan, batch, train, evaluate_prediction, optimize, dvh, review,
+               commission, check)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -655,7 +655,8 @@ def default_protocol(patient: Patient) -> Protocol:
         if any(p.target in mapping for p in protocol.prescriptions):
             return protocol
     raise InputError(f"{patient.source}: no bundled protocol fits the structures "
-                     f"{[s.name for s in patient.structures]}; give one with --protocol")
+                     f"{[s.name for s in patient.structures]}; give one with --protocol, or "
+                     f"the prescriptions with --prescription NAME=DOSE/FRACTIONS")
 
 
 def _goal_rows(rows: Sequence[GoalRow]) -> list[dict[str, Any]]:
@@ -833,6 +834,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         say(f"CONFLICT: {c.explanation}")
     if conflicts and not allow_conflicts:
         raise ProtocolConflictError(conflicts)
+    say("structures: " + (", ".join(f"{name} = {patient_name!r}" if name != patient_name
+                                    else name for name, patient_name in mapping.mapping.items())
+                          or "none of the protocol's"))
     if mapping.unmapped:
         say(f"structures not in the protocol (not planned for): {', '.join(mapping.unmapped)}")
 
@@ -1007,6 +1011,9 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     summary: dict[str, Any] = {
         "planner": planner.__version__, "patient": patient.name, "source": patient.source,
         "protocol": {"name": protocol.name, "source": protocol.source},
+        # Which patient structure plays each protocol structure (planner.names' matching).
+        "structures": {"mapping": mapping.mapping, "unmapped": list(mapping.unmapped),
+                       "missing": list(mapping.missing)},
         "device": device, "fractions": fractions, "fraction_dose_cgy": fraction_dose_cgy,
         "grid": {"ct": _grid_json(patient.grid), "dose": _grid_json(dose_grid)},
         "isocenter_xyz_mm": [round(v, 2) for v in iso], "beamlet_mm": beamlet_mm,

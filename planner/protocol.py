@@ -38,17 +38,18 @@ hottest voxel; ``Dmin`` is D at 100 %).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Sequence
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
 from optim.autoplan import PlanGoal
 from planner.errors import InputError
+from planner.names import matching, one_of
 from planner.patient import Prescription
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "data" / "protocols"
@@ -229,6 +230,24 @@ def read_protocol(name_or_path: str | Path) -> Protocol:
         raise InputError(f"{src}: cannot read protocol ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"{src}: not valid TOML ({error})") from None
+    return protocol_from_table(data, src)
+
+
+def protocol_from_table(data: dict[str, Any], src: str) -> Protocol:
+    """Validate a protocol given as the table its TOML file holds (:func:`read_protocol`).
+
+    Parameters
+    ----------
+    data : dict
+        The parsed TOML document (module docstring).
+    src : str
+        Where it came from, named in every error message and kept as ``Protocol.source``.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_protocol`.
+    """
     _keys(src, "", data, required={"name", "prescriptions", "structures", "goals"},
           allowed={"planning"})
     planning = _planning(src, data.get("planning", {}))
@@ -278,6 +297,35 @@ def read_protocol(name_or_path: str | Path) -> Protocol:
         goals += implicit_goals(planning)
     return Protocol(protocol.name, protocol.prescriptions, protocol.structures, goals, src,
                     planning)
+
+
+def protocol_table(protocol: Protocol) -> dict[str, Any]:
+    """The TOML table of ``protocol``, as :func:`protocol_from_table` reads it back.
+
+    The goals on ``OUTSIDE_TARGETS`` are left out when they are the implicit ones its
+    ``[planning]`` settings give, and so is that derived structure.
+    """
+    goals = list(protocol.goals)
+    implicit = implicit_goals(protocol.planning)
+    if tuple(goals[-len(implicit):]) == implicit:
+        goals = goals[:-len(implicit)]
+    outside_stated = any(g.structure == OUTSIDE_TARGETS for g in goals)
+    return {
+        "name": protocol.name,
+        "planning": dataclasses.asdict(protocol.planning),
+        "prescriptions": [{"target": p.target, "dose_gy": p.dose_gy, "fractions": p.fractions}
+                          for p in protocol.prescriptions],
+        "structures": {s.name: {"kind": s.kind, "synonyms": list(s.synonyms)}
+                       for s in protocol.structures
+                       if s.name != OUTSIDE_TARGETS or outside_stated},
+        "goals": [goal_table(g) for g in goals],
+    }
+
+
+def goal_table(goal: Goal) -> dict[str, Any]:
+    """One ``[[goals]]`` entry of ``goal`` (:func:`protocol_table`)."""
+    return {"structure": goal.structure, "metric": goal.metric, goal.bound: goal.value,
+            "unit": goal.unit, "priority": goal.priority, "optional": goal.optional}
 
 
 def implicit_goals(planning: PlanningSettings) -> tuple[Goal, ...]:
@@ -402,23 +450,14 @@ class StructureMapping:
     missing: tuple[str, ...]
 
 
-_SIDES = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
-
-
-def _tokens(name: str) -> frozenset[str]:
-    """Name as a set of lower-case words: ``"Parotid_L"``, ``"L Parotid"`` and ``"LeftParotid"``
-    all give ``{"left", "parotid"}`` (camel case, digits and punctuation split words)."""
-    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+(?:\.\d+)?", name)
-    return frozenset(_SIDES.get(w.lower(), w.lower()) for w in words)
-
-
 def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping:
     """Match a patient's structure names to the protocol's.
 
     A protocol structure matches a patient name equal to its name or one of its synonyms ignoring
-    case, else one with the same words (:func:`_tokens`: case, order, separators and L/Lt/Left
-    spellings ignored). An exact match wins over a word match; each patient name serves one
-    protocol structure at most.
+    case, else one that spells it the same way (:func:`planner.names.name_key`: case,
+    separators, word order, L/Lt/Left sides and a target's dose in Gy or cGy ignored). Exact
+    matches are made for every protocol structure first; each patient name serves one protocol
+    structure at most.
 
     ``OUTSIDE_TARGETS`` is derived, not delineated: it is never matched (see
     :func:`planner.planning_structures.planning_structures`).
@@ -429,7 +468,8 @@ def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping
     Raises
     ------
     InputError
-        A protocol structure with a non-optional goal is missing.
+        A protocol structure with a non-optional goal is missing; a protocol structure that
+        matches several patient structures equally well (the message lists them).
     """
     remaining = list(names)
     mapping: dict[str, str] = {}
@@ -437,16 +477,12 @@ def map_structures(protocol: Protocol, names: Sequence[str]) -> StructureMapping
         for spec in protocol.structures:
             if spec.name in mapping or spec.name == OUTSIDE_TARGETS:
                 continue
-            aliases = (spec.name, *spec.synonyms)
-            for patient_name in remaining:
-                if exact:
-                    hit = patient_name.lower() in {a.lower() for a in aliases}
-                else:
-                    hit = _tokens(patient_name) in {_tokens(a) for a in aliases}
-                if hit:
-                    mapping[spec.name] = patient_name
-                    remaining.remove(patient_name)
-                    break
+            found = one_of(f"structure {spec.name!r}",
+                           matching((spec.name, *spec.synonyms), remaining, exact=exact),
+                           source=protocol.source)
+            if found is not None:
+                mapping[spec.name] = found
+                remaining.remove(found)
     missing = [s.name for s in protocol.structures
                if s.name not in mapping and s.name != OUTSIDE_TARGETS]
     for name in missing:

@@ -1,4 +1,8 @@
-"""Warnings of a subcommand's work, shown as the command's own lines on stderr."""
+"""Warnings of a subcommand's work, shown as the command's own lines on stderr.
+
+:func:`planner.cli.main.main` runs every subcommand inside :func:`warnings_to_stderr`; a
+subcommand may also wrap one step of its own, to print that step's warnings before it goes on.
+"""
 
 from __future__ import annotations
 
@@ -20,4 +24,5 @@ def warnings_to_stderr() -> Iterator[None]:
         warnings.simplefilter("always", UserWarning)
         yield
     for w in caught:
-        print(f"planner: warning: {w.message}", file=sys.stderr)
+        # One line each: planner's warnings start with the file they are about.
+        print(f"planner: warning: {' '.join(str(w.message).split())}", file=sys.stderr)

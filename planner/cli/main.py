@@ -12,15 +12,25 @@ import traceback
 from collections.abc import Sequence
 
 from planner.cli import (batch, check, commission, convert, dvh, evaluate_prediction, info,
-                         optimize, plan, review, train)
+                         optimize, plan, protocol, review, train)
+from planner.cli._warnings import warnings_to_stderr
 from planner.errors import InputError, PlannerError
 
-SUBCOMMANDS = (info, convert, plan, batch, train, evaluate_prediction, optimize, dvh, review,
-               commission, check)
+SUBCOMMANDS = (info, convert, plan, protocol, batch, train, evaluate_prediction, optimize, dvh,
+               review, commission, check)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (a missing argument, a bad option value) as one line, like bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.partition(" ")[2]  # "planner plan" -> "plan"
+        where = f"{command}: " if command else ""
+        self.exit(2, f"planner: error: {where}{message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="planner",
         description="Open-source 6 MV IMRT treatment planning from CT and RT Structure Set.",
     )
@@ -34,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings_to_stderr():
+            return int(args.run(args) or 0)
     except InputError as error:
         print(f"planner: error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from planner.cli._numbers import positive, whole
+from planner.cli.protocol import add_protocol_options, choose_protocol
+from planner.io import load_patient
+from planner.io._atomic import check_writable
 from planner.pipeline import plan_patient, summary_text
 
 
@@ -29,24 +33,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("patient", metavar="PATIENT",
                         help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
                              "folder or a DICOM folder")
-    parser.add_argument("--protocol", default=None, metavar="NAME|FILE",
-                        help="protocol TOML file, or a bundled one (tg119_c_shape, "
-                             "head_and_neck, prostate); default: the first bundled protocol "
-                             "whose structures the patient has")
+    add_protocol_options(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="folder to create (default: out/<PATIENT's last part>)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the dose engine and optimiser run (default: CUDA when cupy "
                              "finds a GPU)")
-    parser.add_argument("--beams", type=int, default=9, metavar="N",
+    parser.add_argument("--beams", type=whole(1), default=9, metavar="N",
                         help="number of equispaced coplanar beams (default 9)")
-    parser.add_argument("--beamlet-mm", type=float, default=5.0, metavar="MM",
+    parser.add_argument("--beamlet-mm", type=positive, default=5.0, metavar="MM",
                         help="beamlet size at the isocentre (default 5)")
-    parser.add_argument("--dose-grid-mm", type=float, default=3.0, metavar="MM",
+    parser.add_argument("--dose-grid-mm", type=positive, default=3.0, metavar="MM",
                         help="dose grid spacing (default 3)")
-    parser.add_argument("--max-segments", type=int, default=15, metavar="N",
+    parser.add_argument("--max-segments", type=whole(1), default=15, metavar="N",
                         help="most MLC segments per beam (default 15)")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+    parser.add_argument("--time-limit", type=positive, default=None, metavar="S",
                         help="wall-time budget of the fluence optimisation, seconds")
     parser.add_argument("--seed", action=argparse.BooleanOptionalAction, default=True,
                         help="shape the plan with the dose prediction where the network applies "
@@ -74,7 +75,12 @@ def _show(line: str, transient: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path("out") / Path(args.patient.replace(":", "_")).name
-    result = plan_patient(args.patient, args.protocol, out_dir=out, device=args.device,
+    patient, protocol = args.patient, args.protocol
+    if args.prescription:
+        check_writable(out, args.force)  # before the import, as plan_patient checks it
+        patient = load_patient(args.patient)
+        protocol = choose_protocol(args, patient).protocol()
+    result = plan_patient(patient, protocol, out_dir=out, device=args.device,
                           beam_count=args.beams, beamlet_mm=args.beamlet_mm,
                           dose_grid_mm=args.dose_grid_mm,
                           max_segments_per_beam=args.max_segments, time_limit_s=args.time_limit,

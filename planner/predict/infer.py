@@ -9,7 +9,6 @@ device, so the same code serves the CPU and a CUDA GPU.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pickle
@@ -22,11 +21,11 @@ import torch
 from dose.grid import Grid
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io.openkbp import OAR_NAMES, OPENKBP_SHAPE
+from planner.io.openkbp import OPENKBP_SHAPE
 from planner.patient import Patient
-from planner.protocol import map_structures, read_protocol
 from planner.predict.data import MIRRORED_CHANNELS, encode_inputs
 from planner.predict.model import DoseEnsemble, DoseModel, DoseUNet
+from planner.predict.scope import openkbp_organs, prescribed_targets, unsupported_reason
 
 DEFAULT_MODEL = (Path(__file__).resolve().parent.parent.parent / "data" / "models"
                  / "openkbp_unet.pt")
@@ -36,8 +35,6 @@ NETWORK_SPACING_MM = (2.5, 3.906, 3.906)
 #: patient inside them is predicted on its own grid, as in training.
 TRAINED_PIXEL_MM = (1.95, 5.42)
 TRAINED_SLICE_MM = (1.5, 3.3)
-#: Prescriptions around those of the training data (56-70 Gy); outside, the model extrapolates.
-SUPPORTED_RX_GY = (40.0, 80.0)
 BODY_HU = -500.0
 
 
@@ -151,46 +148,6 @@ def predict_inputs(model: DoseModel, inputs: np.ndarray | torch.Tensor, *,
         return (total / (2 * len(VIEW_SHIFTS_VOXELS))).clamp_min(0.0)
 
 
-def openkbp_organs(patient: Patient) -> dict[str, str]:
-    """Map OpenKBP organ names to the patient's organ structures that stand for them.
-
-    Names are matched as the head-and-neck protocol matches them
-    (:func:`planner.protocol.map_structures` with ``data/protocols/head_and_neck.toml``, whose
-    structures carry the OpenKBP names): its synonyms, then the same words in any spelling.
-    """
-    # Without goals no structure is required, so the matcher reports instead of raising.
-    names_only = dataclasses.replace(read_protocol("head_and_neck"), goals=())
-    organs = [s.name for s in patient.structures if s.kind == "organ"]
-    mapping = map_structures(names_only, organs).mapping
-    return {organ: name for organ, name in mapping.items() if organ in OAR_NAMES}
-
-
-def _prescribed_targets(patient: Patient) -> dict[str, float]:
-    dose = {rx.target: rx.dose_gy for rx in patient.prescriptions}
-    return {s.name: dose[s.name] for s in patient.targets() if s.name in dose}
-
-
-def unsupported_reason(patient: Patient) -> str | None:
-    """Why the network does not apply to ``patient`` (None when it does).
-
-    The network was trained on head-and-neck plans (OpenKBP): it needs at least one target with a
-    prescription of 40-80 Gy and at least two of the OpenKBP organs, recognised by name.
-    """
-    targets = _prescribed_targets(patient)
-    if not targets:
-        return "no target with a prescription"
-    outside = {n: d for n, d in targets.items()
-               if not SUPPORTED_RX_GY[0] <= d <= SUPPORTED_RX_GY[1]}
-    if outside:
-        return (f"prescription {outside} Gy outside the {SUPPORTED_RX_GY[0]:g}-"
-                f"{SUPPORTED_RX_GY[1]:g} Gy the head-and-neck model knows")
-    organs = openkbp_organs(patient)
-    if len(organs) < 2:
-        return (f"not head and neck: {len(organs)} of the organs {', '.join(OAR_NAMES)} "
-                f"found (needs 2)")
-    return None
-
-
 def _is_network_grid(grid: Grid) -> bool:
     dz, dy, dx = grid.spacing_mm
     return (grid.shape == OPENKBP_SHAPE
@@ -299,7 +256,7 @@ def predict_dose(patient: Patient, model: DoseModel,
 
     organs = openkbp_organs(patient)
     targets = {name: (to_net(patient.structure(name).mask, 0.0), rx)
-               for name, rx in _prescribed_targets(patient).items()}
+               for name, rx in prescribed_targets(patient).items()}
     inputs = encode_inputs(to_net(patient.hu, -1024.0), targets,
                            {organ: to_net(patient.structure(name).mask, 0.0)
                             for organ, name in organs.items()})

@@ -33,6 +33,7 @@ from dose.segments import segments_fluence
 from planner.io._atomic import atomic_directory, check_writable
 from planner.io.rtplan import PlanBeam
 from planner.patient import Patient
+from planner.predict.scope import APPLIES_TO
 from planner.protocol import Protocol
 from planner.review.dvh import (
     DoseStatistics,
@@ -279,7 +280,8 @@ def _prediction_section(given: bool, rows: Sequence[PredictionRow], note: str,
                         ) -> list[str]:
     """The report's "Plan against the predicted dose" section as HTML parts."""
     note = note.strip().rstrip(".") or ("given" if given else "none given")
-    out = ["<h2>Plan against the predicted dose</h2>", f"<p>Dose prediction: {_esc(note)}.</p>"]
+    out = ["<h2>Plan against the predicted dose</h2>", f"<p>Dose prediction: {_esc(note)}.</p>",
+           f"<p>{_esc(APPLIES_TO)}.</p>"]
     if not given:
         return out
     if not rows:

@@ -75,7 +75,7 @@ def test_no_predict_says_so_and_writes_no_prediction(files, tmp_path, capsys):
 
 @pytest.mark.parametrize("protocol, note", [
     # TG-119 prescribes 50 Gy to the PTV, but the C-shape has none of the OpenKBP organs.
-    (("--protocol", "tg119_c_shape"), "not predicted: not head and neck: 0 of the organs"),
+    (("--protocol", "tg119_c_shape"), "not predicted: not head and neck: none of the organs"),
     # A DICOM patient has no prescriptions of its own.
     ((), "not predicted: no target with a prescription (prescriptions come from --protocol)"),
 ])

@@ -485,7 +485,7 @@ def test_cshape_writes_every_output_atomically(cshape_plan):
     # Seeded by default, but the C-shape is not head and neck: unseeded, and the note says why,
     # in the log and the summary.
     summary = json.loads((out / SUMMARY_FILE).read_text())
-    assert summary["seed"].startswith("unseeded: not head and neck: 0 of the organs ")
+    assert summary["seed"].startswith("unseeded: not head and neck: none of the organs ")
     assert any(line.startswith("seed ") and line.endswith(summary["seed"])
                for line in log.splitlines())
     # The optimisation structures are listed: the C-shape's PTV has no air and keeps 6 mm from

@@ -64,7 +64,7 @@ def _tiny_model(seed: int = 0) -> DoseUNet:
 
 def test_unsupported_patients_say_why():
     phantom = cshape_phantom()
-    assert "not head and neck: 0 of the organs" in unsupported_reason(phantom)
+    assert "not head and neck: none of the organs" in unsupported_reason(phantom)
     bare = dataclasses.replace(phantom, prescriptions=())
     assert unsupported_reason(bare) == "no target with a prescription"
     with pytest.raises(InputError, match="dose prediction not possible: no target"):
@@ -111,6 +111,37 @@ def test_openkbp_patient_predicted_on_own_grid_and_elsewhere(openkbp_dir: Path):
     assert other.grid == sub and np.all(other.dose_gy[moved.hu <= -500] == 0)
     coarse = Grid(sub.origin_mm, tuple(2 * s for s in sub.spacing_mm), (48, 48, 48))
     assert predict_dose(moved, model, dose_grid=coarse).dose_gy.shape == (48, 48, 48)
+
+
+class _Recording(torch.nn.Module):
+    """A network that remembers the inputs it was given."""
+
+    def __init__(self, net: DoseUNet) -> None:
+        super().__init__()
+        self.net = net
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.clone())
+        return self.net(x)
+
+
+def test_one_organ_is_enough_and_absent_organs_enter_empty(openkbp_dir: Path):
+    """A head-and-neck patient with only the spinal cord contoured is predicted; the channels of
+    the six other organs are empty (as for the organs missing in training), the cord's is not."""
+    patient = read_openkbp_patient(openkbp_dir / "train-pats" / "pt_1")
+    cord_only = dataclasses.replace(patient, structures=tuple(
+        s for s in patient.structures if s.kind == "target" or s.name == "SpinalCord"))
+    assert unsupported_reason(cord_only) is None
+    model = _Recording(_tiny_model())
+    prediction = predict_dose(cord_only, model)
+    assert prediction.organs == {"SpinalCord": "SpinalCord"} and prediction.dose_gy.any()
+    first = model.inputs[0][0]
+    for organ in ("Brainstem", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible"):
+        assert not first[CHANNELS.index(organ)].any()
+    assert first[CHANNELS.index("SpinalCord")].any() and first[CHANNELS.index("targets")].any()
+    no_organ = dataclasses.replace(patient, structures=patient.targets())
+    assert "not head and neck: none of the organs" in unsupported_reason(no_organ)
 
 
 def test_save_load_round_trip(tmp_path: Path):

@@ -96,12 +96,13 @@ def test_report_shows_the_section_flagged_row_and_predicted_dvh(predicted_case):
 
 
 def test_without_a_prediction_the_section_gives_the_note_and_no_table(case, tmp_path):
-    note = "unseeded: not head and neck: 0 of the organs found (needs 2)"
+    note = "unseeded: not head and neck: none of the organs found"
     review = write_report(tmp_path / "r", case.patient, case.dose_gy, case.patient.grid,
                           prediction_note=note)
     page = (tmp_path / "r" / "report.html").read_text()
     section = page.split("<h2>Plan against the predicted dose</h2>", 1)[1].split("<h2>", 1)[0]
     assert f"Dose prediction: {note}." in section
+    assert "applies to head-and-neck patients: a CT, at least one target" in section  # the rule
     assert "<table" not in section and "<img" not in section
     assert review.prediction == () and review.worse_than_predicted == ()
     assert not (tmp_path / "r" / PREDICTED_DVH_FILE).exists()

@@ -1,10 +1,19 @@
-"""``planner info PATIENT``: print the grid, structures and prescriptions of any supported input."""
+"""``planner info PATIENT``: print the grid, structures and prescriptions of any supported input.
+
+A DICOM folder that does not read as a patient (no RT Structure Set, two ROIs of one name, ...)
+gets what does read printed first (the CT grid; each structure set's ROIs with their numbers),
+then the one error line that says what is missing or ambiguous (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from dose.grid import Grid
+from planner.errors import InputError
 from planner.io import load_patient
+from planner.io.dicom_patient import DicomFolder, read_dicom_folder
 from planner.patient import Patient
 
 
@@ -20,8 +29,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(summary(load_patient(args.patient)))
+    try:
+        patient = load_patient(args.patient)
+    except InputError:
+        # A DICOM folder that does not read as a patient: show what does read, then the error.
+        folder = Path(args.patient)
+        if folder.is_dir() and not any((folder / f).is_file() for f in ("ct.csv", "ct.csv.gz")):
+            print(folder_summary(read_dicom_folder(folder)))
+        raise
+    print(summary(patient))
     return 0
+
+
+def folder_summary(contents: DicomFolder) -> str:
+    """What :func:`planner.io.dicom_patient.read_dicom_folder` could read: the CT grid, and each
+    structure set's ROIs with their numbers, type and number of closed contours."""
+    lines = grid_lines(contents.ct.grid) if contents.ct else ["CT series: none that reads"]
+    if not contents.structure_sets:
+        lines.append("RT Structure Set: none that reads")
+    for structure_set in contents.structure_sets:
+        lines.append(f"RT Structure Set {structure_set.path} ({len(structure_set.rois)} ROIs)")
+        width = max([len(r.name) for r in structure_set.rois] + [len("name")])
+        lines.append(f"  {'number':>6}  {'name':<{width}}  {'type':<10}  contours")
+        lines += [f"  {r.number:>6}  {r.name:<{width}}  {r.interpreted_type or '-':<10}  "
+                  f"{len(r.contours)}" for r in structure_set.rois]
+    return "\n".join(lines)
 
 
 def summary(patient: Patient) -> str:
@@ -29,18 +61,7 @@ def summary(patient: Patient) -> str:
 
     Coordinates are given in the grid's (z, y, x) order, mm, DICOM patient coordinates (LPS).
     """
-    grid = patient.grid
-    low, high = grid.extent_mm()
-    lines = [
-        f"Patient {patient.name} ({patient.source})",
-        "Grid (z, y, x; mm, DICOM patient coordinates LPS)",
-        f"  shape    {_triple(grid.shape, 'd')} voxels",
-        f"  spacing  {_triple(grid.spacing_mm, '.3f')} mm",
-        f"  origin   ({', '.join(f'{v:.2f}' for v in grid.origin_mm)}) mm, centre of voxel "
-        f"[0, 0, 0]",
-        "  extent   " + ", ".join(f"{axis} {lo:.2f} to {hi:.2f}"
-                                  for axis, lo, hi in zip("zyx", low, high)) + " mm",
-    ]
+    lines = [f"Patient {patient.name} ({patient.source})"] + grid_lines(patient.grid)
     if patient.dicom is not None:
         lines.append(f"DICOM patient ID {patient.dicom.patient_id}, position "
                      f"{patient.dicom.patient_position}")
@@ -56,6 +77,20 @@ def summary(patient: Patient) -> str:
         lines.append(f"  {rx.target}: {rx.dose_gy:g} Gy in {rx.fractions} fractions "
                      f"({rx.dose_per_fraction_gy:g} Gy per fraction)")
     return "\n".join(lines)
+
+
+def grid_lines(grid: Grid) -> list[str]:
+    """The grid's shape, spacing, origin and extent (mm, DICOM patient coordinates LPS)."""
+    low, high = grid.extent_mm()
+    return [
+        "Grid (z, y, x; mm, DICOM patient coordinates LPS)",
+        f"  shape    {_triple(grid.shape, 'd')} voxels",
+        f"  spacing  {_triple(grid.spacing_mm, '.3f')} mm",
+        f"  origin   ({', '.join(f'{v:.2f}' for v in grid.origin_mm)}) mm, centre of voxel "
+        f"[0, 0, 0]",
+        "  extent   " + ", ".join(f"{axis} {lo:.2f} to {hi:.2f}"
+                                  for axis, lo, hi in zip("zyx", low, high)) + " mm",
+    ]
 
 
 def _triple(values: tuple, fmt: str) -> str:

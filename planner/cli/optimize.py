@@ -18,6 +18,7 @@ import scipy.sparse
 from dose._xp import resolve_device
 from planner.errors import InputError
 from planner.io import load_patient
+from planner.cli._numbers import positive
 from planner.io._atomic import atomic_directory, check_writable
 from planner.optimize import PatientPlan, optimise_patient
 from planner.protocol import read_protocol
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "head_and_neck, prostate")
     parser.add_argument("--out", type=Path, required=True, metavar="OUTDIR",
                         help="folder to create")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+    parser.add_argument("--time-limit", type=positive, default=None, metavar="S",
                         help="wall-time budget of the optimisation, seconds")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the Dij products run (default: CUDA when cupy finds a GPU)")

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from planner.cli._numbers import non_negative, positive, whole
 from planner.errors import InputError
 from planner.predict.data import DEFAULT_CACHE
 
@@ -21,15 +22,13 @@ _CONFIG_OPTIONS = {"epochs": "epochs", "base_channels": "base_channels", "levels
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=whole(1), default=None,
                         help="CPU threads for torch (default: the CPUs this process may use)")
 
 
 def set_threads(threads: int | None) -> None:
     """Give torch ``threads`` CPU threads (default: the CPUs the process may run on)."""
     count = threads if threads is not None else len(os.sched_getaffinity(0))
-    if count < 1:
-        raise InputError(f"--threads: must be >= 1, got {count}")
     import torch
 
     torch.set_num_threads(count)
@@ -45,21 +44,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dir", metavar="DATA_DIR", type=Path,
                         help="OpenKBP provided-data folder (with train-pats/, validation-pats/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model")
-    parser.add_argument("--epochs", type=int, help="total epochs (default 100)")
-    parser.add_argument("--base-channels", type=int, help="U-Net width (default 16)")
-    parser.add_argument("--levels", type=int, help="U-Net levels (default 5)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default 5e-4)")
+    parser.add_argument("--epochs", type=whole(1), help="total epochs (default 100)")
+    parser.add_argument("--base-channels", type=whole(1), help="U-Net width (default 16)")
+    parser.add_argument("--levels", type=whole(1), help="U-Net levels (default 5)")
+    parser.add_argument("--lr", type=positive, help="Adam learning rate (default 5e-4)")
     parser.add_argument("--lr-schedule", choices=("cosine", "constant"),
                         help="cosine: the rate falls to 1 %% of --lr by the last epoch "
                              "(default); constant")
-    parser.add_argument("--crop", type=int,
+    parser.add_argument("--crop", type=whole(0),
                         help="side of random training cubes, a multiple of 2**levels; "
                              "0: whole volumes (default 96)")
-    parser.add_argument("--dvh-weight", type=float, help="weight of the DVH term (default 1)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--limit-train", type=int, default=None,
+    parser.add_argument("--dvh-weight", type=non_negative, help="weight of the DVH term (default 1)")
+    parser.add_argument("--seed", type=whole(0), help="random seed (default 0)")
+    parser.add_argument("--limit-train", type=whole(1), default=None,
                         help="use only the first N training patients")
-    parser.add_argument("--limit-val", type=int, default=None,
+    parser.add_argument("--limit-val", type=whole(1), default=None,
                         help="use only the first N validation patients")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help=f"preprocessed-patient cache (default {DEFAULT_CACHE})")
@@ -81,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         if not (args.data_dir / split).is_dir():
             raise InputError(f"{args.data_dir / split}: no such folder (DATA_DIR must be an "
                              f"OpenKBP provided-data folder)")
-    if args.epochs is not None and args.epochs < 1:
-        raise InputError(f"--epochs: must be >= 1, got {args.epochs}")
     set_threads(args.threads)
     given = {field: getattr(args, option) for option, field in _CONFIG_OPTIONS.items()
              if getattr(args, option) is not None}

@@ -9,6 +9,7 @@ resample.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -83,15 +84,35 @@ def _mm(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
+def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (type 1 in the CT Image module): a missing, zero or
+    non-numeric one would turn every pixel into a wrong HU, and so a wrong dose."""
+    values = []
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        value = _get(ds, keyword, path)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise InputError(f"{path}: {keyword} {str(value)!r} is not a number")
+        values.append(number)
+    if values[0] == 0.0:
+        raise InputError(f"{path}: RescaleSlope is 0 (every pixel would read as "
+                         f"{values[1]:g} HU)")
+    return values[0], values[1]
+
+
 @dataclass(frozen=True)
 class _Slice:
     path: Path
     ds: Dataset
     position: np.ndarray  # ImagePositionPatient (x, y, z), mm
+    rescale: tuple[float, float]  # (RescaleSlope, RescaleIntercept)
 
 
 def _check_slice(path: Path, ds: Dataset) -> _Slice:
-    """One file's own checks: class, orientation, tilt, patient position."""
+    """One file's own checks: class, orientation, tilt, patient position, rescale."""
     sop_class = _get(ds, "SOPClassUID", path)
     if sop_class != CT_IMAGE_STORAGE:
         raise InputError(f"{path}: not a CT image (SOP Class {sop_class})")
@@ -109,7 +130,7 @@ def _check_slice(path: Path, ds: Dataset) -> _Slice:
     if position and not position.startswith("HF"):
         raise InputError(f"{path}: patient position {position} is not head-first, the only "
                          f"position supported")
-    return _Slice(path, ds, _floats(ds, "ImagePositionPatient", path, 3))
+    return _Slice(path, ds, _floats(ds, "ImagePositionPatient", path, 3), _rescale(ds, path))
 
 
 def _check_series(slices: Sequence[_Slice]) -> float:
@@ -169,8 +190,7 @@ def _hu(s: _Slice) -> np.ndarray:
         pixels = s.ds.pixel_array
     except Exception as error:  # decoders raise many types on truncated or odd pixel data
         raise InputError(f"{s.path}: cannot read the pixel data ({first_line(error)})") from error
-    slope = float(s.ds.get("RescaleSlope", 1) or 1)
-    intercept = float(s.ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = s.rescale
     return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept))
 
 
@@ -191,7 +211,8 @@ def read_ct_series(paths: Sequence[Path]) -> CtSeries:
     Raises
     ------
     InputError
-        Naming the file: unreadable, not CT, not axial head-first, gantry tilt, slices from
+        Naming the file: unreadable, not CT, not axial head-first, gantry tilt, RescaleSlope or
+        RescaleIntercept missing, non-numeric or (the slope) zero, slices from
         several series or frames of reference, differing image size or pixel spacing, slices
         off the slice normal, duplicate positions, a gap (missing slices), uneven spacing,
         undecodable pixel data.

@@ -8,6 +8,7 @@ refer to it. CT rules are in :mod:`planner.io.ct`, contour rules in :mod:`planne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from planner.density import hu_to_density
 from planner.errors import InputError
 from planner.io._atomic import atomic_directory
 from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_header, save
-from planner.io.ct import read_ct_series, write_ct_series
+from planner.io.ct import CtSeries, read_ct_series, write_ct_series
 from planner.io.rtstruct import (
+    StructureSet,
     rasterise_structure_set,
     read_structure_set,
     structure_set_dataset,
@@ -92,6 +94,46 @@ def find_ct_series(folder: Path) -> list[Path]:
     """
     folder = Path(folder)
     return _one_series(folder, _scan(folder)[0])
+
+
+@dataclass(frozen=True)
+class DicomFolder:
+    """What can be read of a DICOM folder that does not read as a patient (``planner info``).
+
+    Attributes
+    ----------
+    ct : CtSeries or None
+        The CT series, when the folder holds one series that reads.
+    structure_sets : tuple of StructureSet
+        Every RT Structure Set that reads, duplicate ROI names allowed.
+    """
+
+    ct: CtSeries | None
+    structure_sets: tuple[StructureSet, ...]
+
+
+def read_dicom_folder(folder: Path) -> DicomFolder:
+    """Read what can be read of ``folder``: the CT series and the structure sets, each left out
+    (not raised) when it does not read; the reason is what :func:`read_dicom_patient` raises.
+
+    Raises
+    ------
+    InputError
+        Not a folder, or a corrupt DICOM file (:func:`find_ct_and_structure_set`).
+    """
+    folder = Path(folder)
+    series, paths = _scan(folder)
+    try:
+        ct = read_ct_series(_one_series(folder, series))
+    except InputError:
+        ct = None
+    structure_sets = []
+    for path in paths:
+        try:
+            structure_sets.append(read_structure_set(path, unique_names=False))
+        except InputError:
+            continue
+    return DicomFolder(ct, tuple(structure_sets))
 
 
 def read_dicom_patient(folder: Path, *, structure_set: str | Path | None = None) -> Patient:

@@ -150,8 +150,15 @@ def _contour_points(item: Dataset, label: str) -> np.ndarray:
     return values.reshape(-1, 3)
 
 
-def read_structure_set(path: Path) -> StructureSet:
+def read_structure_set(path: Path, *, unique_names: bool = True) -> StructureSet:
     """Read an RT Structure Set file.
+
+    Parameters
+    ----------
+    path : Path
+    unique_names : bool
+        Refuse two ROIs of one name (planning could not tell them apart); false to read such a
+        file anyway (``planner info`` shows both).
 
     Returns
     -------
@@ -163,7 +170,7 @@ def read_structure_set(path: Path) -> StructureSet:
     ------
     InputError
         Naming the file: not DICOM or unreadable, not an RT Structure Set, missing sequences,
-        duplicate ROI numbers or names, malformed ContourData.
+        duplicate ROI numbers or (``unique_names``) names, malformed ContourData.
     """
     path = Path(path)
     ds = read_dicom(path)
@@ -192,8 +199,10 @@ def read_structure_set(path: Path) -> StructureSet:
         name = str(item.get("ROIName", "") or f"ROI {number}").strip()
         if any(r.number == number for r in rois):
             raise InputError(f"{path}: ROI number {number} appears twice")
-        if any(r.name == name for r in rois):
-            raise InputError(f"{path}: ROI name {name!r} appears twice")
+        same = [r.number for r in rois if r.name == name]
+        if same and unique_names:
+            raise InputError(f"{path}: ROI name {name!r} appears twice (ROI numbers {same[0]} "
+                             f"and {number}): which one is meant is ambiguous")
         rois.append(RoiContours(number, name, types.get(number, ""),
                                 str(item.get("ReferencedFrameOfReferenceUID", "") or ""),
                                 tuple(contours.get(number, ()))))

@@ -4,14 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: example test
+.PHONY: example test test-pydicom3
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0: on machines without a GPU this resolves to the local CPU wheel.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	# reference: dicompyler-core, the independent reader some tests check against (pydicom 2).
+	$(PY) -m pip install --quiet -e '.[test,reference]'
 	touch $@
 
 # The full plan of the bundled TG-119 C-shape phantom: DICOM RT Plan + RT Dose (with CT and
@@ -21,3 +22,11 @@ example: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The suite with pydicom 3, in a virtual environment of its own (.venv-pydicom3): planner
+# without the reference extra, whose dicompyler-core tests then skip and say why.
+test-pydicom3:
+	test -x .venv-pydicom3/bin/python || $(PYTHON) -m venv .venv-pydicom3
+	.venv-pydicom3/bin/python -m pip install --quiet torch==2.13.0
+	.venv-pydicom3/bin/python -m pip install --quiet -e '.[test]' 'pydicom>=3'
+	.venv-pydicom3/bin/python -m pytest -q

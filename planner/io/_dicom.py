@@ -196,9 +196,7 @@ def new_dataset(
     meta.ImplementationVersionName = f"PYDICOM {pydicom.__version__}"[:16]
 
     ds = Dataset()
-    ds.file_meta = meta
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
+    ds.file_meta = meta  # its TransferSyntaxUID sets the encoding the file is written in
     date, time = created.strftime("%Y%m%d"), created.strftime("%H%M%S")
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: patient and structure names may be non-ASCII
     ds.InstanceCreationDate = date
@@ -223,6 +221,12 @@ def new_dataset(
     return ds
 
 
+# pydicom 3 renamed save_as's write_like_original=False (deprecated there) enforce_file_format.
+_FILE_FORMAT = ({"enforce_file_format": True} if int(pydicom.__version__.split(".")[0]) >= 3
+                else {"write_like_original": False})
+
+
 def save(ds: Dataset, path: Path) -> None:
-    """Write ``ds`` with the 128-byte preamble and file meta (a DICOM Part 10 file)."""
-    ds.save_as(path, write_like_original=False)
+    """Write ``ds`` with the 128-byte preamble and file meta (a DICOM Part 10 file), encoded as
+    its file meta's TransferSyntaxUID says."""
+    ds.save_as(path, **_FILE_FORMAT)

@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from planner.io._dicom import save  # the file writing only (pydicom 2 and 3 name it apart)
+
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
 PATIENT_ID = "FACTORY-1"
@@ -42,8 +44,6 @@ def _file_dataset(sop_class: str, sop_uid: str) -> Dataset:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.PatientID = PATIENT_ID
@@ -98,7 +98,7 @@ def write_ct_folder(folder: Path, *, shape: tuple[int, int, int] = (6, 12, 16),
         ds.RescaleIntercept = intercept
         ds.PixelData = stored.astype("<u2").tobytes()
         path = folder / f"CT.{nz - 1 - k}.dcm"
-        ds.save_as(path, write_like_original=False)
+        save(ds, path)
         paths.append(path)
     return FactoryCt(tuple(paths), hu, origin_zyx, spacing_zyx, study, series, frame, sops)
 
@@ -153,7 +153,7 @@ def write_structure_set(path: Path, ct: FactoryCt | None, rois: Sequence[tuple],
     ds.StructureSetROISequence = DicomSequence(roi_items)
     ds.ROIContourSequence = DicomSequence(contour_items)
     ds.RTROIObservationsSequence = DicomSequence(observations)
-    ds.save_as(path, write_like_original=False)
+    save(ds, path)
     return path
 
 

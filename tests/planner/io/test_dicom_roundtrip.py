@@ -18,6 +18,7 @@ from planner.density import hu_to_density
 from planner.errors import InputError
 from planner.io.dicom_patient import read_dicom_patient, write_dicom_patient
 from planner.patient import DicomReferences, Patient, Structure
+from reference_readers import dicompyler
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 
@@ -125,7 +126,7 @@ def test_written_files_pass_dciodvfy(tmp_path, name):
 
 
 def test_written_structure_set_reads_in_dicompyler_core(tmp_path):
-    dicomparser = pytest.importorskip("dicompylercore.dicomparser")
+    dicomparser = dicompyler("dicomparser")
     patient = synthetic_patient()
     write_dicom_patient(patient, tmp_path / "out")
     parser = dicomparser.DicomParser(str(tmp_path / "out" / "RS.dcm"))

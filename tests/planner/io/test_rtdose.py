@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicompylercore import dicomparser
 from pydicom.uid import generate_uid
 
 from dose.grid import Grid
 from planner.errors import InputError
 from planner.io.rtdose import read_rt_dose, write_rt_dose
 from planner.patient import DicomReferences
+from reference_readers import dicompyler
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 # A non-trivial grid: anisotropic spacing, origin off every axis (origin and spacing are z, y, x).
@@ -65,6 +65,7 @@ def test_round_trip(tmp_path, refs, dose, bits):
 
 def test_dicompyler_reads_the_same_dose_and_geometry(tmp_path, refs, dose):
     """dicompyler-core (third-party) places and scales the dose as planner does."""
+    dicomparser = dicompyler("dicomparser")
     path = tmp_path / "dose.dcm"
     write_rt_dose(path, dose, GRID, refs, rt_plan_sop_instance_uid=generate_uid())
     parser = dicomparser.DicomParser(str(path))

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicompylercore import dicomparser
 from pydicom.uid import generate_uid
 
 from dose.beams import Beam
@@ -27,6 +26,7 @@ from planner.errors import InputError
 from planner.io.rtdose import write_rt_dose
 from planner.io.rtplan import PlanBeam, ToleranceTable, read_rt_plan, write_rt_plan
 from planner.patient import DicomReferences, Prescription
+from reference_readers import dicompyler
 
 DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 MACHINE = load_machine()
@@ -152,6 +152,7 @@ def test_configurable_delivery(tmp_path, beams, refs):
 
 def test_dicompyler_reads_plan_and_dose_link(tmp_path, beams, refs):
     """dicompyler-core (third-party) finds the prescription, the beams and the plan-dose link."""
+    dicomparser = dicompyler("dicomparser")
     plan_path, dose_path = tmp_path / "plan.dcm", tmp_path / "dose.dcm"
     uid = write(plan_path, beams, refs)
     grid = Grid((0.0, 0.0, 0.0), (3.0, 3.0, 3.0), (2, 2, 2))

@@ -13,12 +13,13 @@ is read as an EQD2 and converted to the physical dose in the prescription's numb
 ``n`` with that EQD2, by the linear-quadratic model with the organ's alpha/beta:
 ``D (1 + D / (n a/b)) = L (1 + 2 / (a/b))``, where that lowers it (``D/n`` above 2 Gy). A limit
 whose dose per fraction stays below 2 Gy is kept: raising it would assume the organ received
-the limit in 2 Gy fractions, which an organ beside the target does not. Above that (stereotactic courses) the standard
-limits do not apply and the draft is refused: write the limits with ``--protocol``. Below
-1.8 Gy per fraction the limits are kept as they are, which is conservative (converting would
-raise them, and the linear-quadratic model ignores the incomplete repair of twice-daily
-fractions). A mean dose converted this way is the mean of a uniform dose; with a non-uniform
-dose the limit is approximate.
+the limit in 2 Gy fractions, which an organ beside the target does not. Above
+``MAX_CONVERTED_GY_PER_FRACTION`` (stereotactic courses) the standard limits do not apply and
+the draft is refused: write the limits in a protocol for ``--protocol``. Below 1.8 Gy per
+fraction the limits are kept as they are, which is conservative (converting would raise them,
+and the linear-quadratic model ignores the incomplete repair of twice-daily fractions). A mean
+dose converted this way is the mean of a uniform dose; with a non-uniform dose the limit is
+approximate.
 
 On top of a protocol (``--protocol`` with ``--prescription``) a prescription overrides the
 prescription of the protocol target that plays the named structure, or adds the structure as a

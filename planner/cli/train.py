@@ -54,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop", type=whole(0),
                         help="side of random training cubes, a multiple of 2**levels; "
                              "0: whole volumes (default 96)")
-    parser.add_argument("--dvh-weight", type=non_negative, help="weight of the DVH term (default 1)")
+    parser.add_argument("--dvh-weight", type=non_negative,
+                        help="weight of the DVH term (default 1)")
     parser.add_argument("--seed", type=whole(0), help="random seed (default 0)")
     parser.add_argument("--limit-train", type=whole(1), default=None,
                         help="use only the first N training patients")

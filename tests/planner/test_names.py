@@ -1,4 +1,5 @@
-"""Structure names: TG-263 standard names and their variants (Mayo et al., IJROBP 100:1057, 2018)."""
+"""Structure names: TG-263 standard names and their variants (Mayo et al., IJROBP 100:1057,
+2018)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def _box_plots(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> bytes | 
     nrows = math.ceil(len(measures) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
     for ax, (name, values) in zip(axes.flat, measures):
-        ax.boxplot(values, vert=True, widths=0.5)
+        ax.boxplot(values, widths=0.5)
         ax.plot(np.ones(len(values)), values, ".", alpha=0.5)
         ax.set_title(name, fontsize=8)
         ax.set_xticks([])

@@ -146,11 +146,17 @@ def dask_client(options: ClusterOptions, say: Callable[[str], None]
     cores = len(os.sched_getaffinity(0))
     workers, threads, memory = local_cluster_size(cores, psutil.virtual_memory().total, options)
     # One patient at a time per worker (one Dask thread); a patient whose worker dies twice is
-    # given up, not sent round the cluster (Dask's default tries three workers).
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory,
-                         processes=True, dashboard_address=":8787") as cluster, \
-            Client(cluster) as client:
+    # given up, not sent round the cluster (Dask's default tries three workers). The workers
+    # start with Ctrl-C ignored (they inherit it), so that it is this process's to handle: it
+    # cancels the tasks and closes the cluster, whose closing ends the patients' processes.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory,
+                                   processes=True, dashboard_address=":8787")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with cluster, Client(cluster) as client:
         say(f"Dask LocalCluster: {workers} workers x {threads} threads on {cores} cores, "
             f"{memory / 1e9:.1f} GB each; {_dashboard(client)}")
         yield client, threads, memory

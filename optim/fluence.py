@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.optimize
 import scipy.sparse
+from threadpoolctl import threadpool_limits
 
 from optim._xp import array_module
 
@@ -196,10 +197,15 @@ def optimise_fluence(D: Any, objectives: Sequence[Objective], x0: np.ndarray, *,
 
     x_start = np.clip(np.asarray(x0, dtype=np.float64), 0.0, None)
     # ftol/gtol at 0: stopping is ours (relative change, time), not scipy's absolute tests.
+    # L-BFGS-B's own work is BLAS level 1 on vectors of one value per beamlet: on several BLAS
+    # threads it cost about 25x the CPU of one (OpenBLAS's start-up and spin-waiting, which also
+    # takes cores from the products' threads); the products are scipy's, which use no BLAS.
     try:
-        result = scipy.optimize.minimize(
-            fun, x_start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * x_start.size,
-            callback=callback, options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0})
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = scipy.optimize.minimize(
+                fun, x_start, jac=True, method="L-BFGS-B",
+                bounds=[(0.0, None)] * x_start.size, callback=callback,
+                options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0})
     finally:
         products.close()
     if stop:

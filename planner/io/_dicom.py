@@ -10,6 +10,7 @@ write decimal strings.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -42,20 +43,32 @@ def _read(path: Path, *, header_only: bool) -> Dataset | None:
     with open(path, "rb") as f:
         prefix = f.read(132)
     has_magic = prefix[128:132] == b"DICM"
-    try:
-        # For a header, values over 4 KB are skipped, not read: a non-DICOM file parsed by force
-        # may claim a length of gigabytes, and the attributes that classify a file are short.
-        ds = pydicom.dcmread(path, force=not has_magic, stop_before_pixels=header_only,
-                             defer_size=4096 if header_only else None)
-        sop_class = ds.get("SOPClassUID")
-    except Exception as error:  # pydicom raises many types on corrupt input
-        if not has_magic:
-            return None
-        raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
+    # pydicom warns of odd values (as it reads, or converts them): its warnings are re-issued
+    # naming the file, for a whole read; a header read's are dropped (the whole read repeats
+    # them, and a file that turns out not to be DICOM has nothing to say).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            # For a header, values over 4 KB are skipped, not read: a non-DICOM file parsed by
+            # force may claim a length of gigabytes, and the attributes that classify a file
+            # are short.
+            ds = pydicom.dcmread(path, force=not has_magic, stop_before_pixels=header_only,
+                                 defer_size=4096 if header_only else None)
+            sop_class = ds.get("SOPClassUID")
+            if not header_only:
+                for _ in ds:  # converts every top-level value now, so that its warning is here
+                    pass
+        except Exception as error:  # pydicom raises many types on corrupt input
+            if not has_magic:
+                return None
+            raise InputError(f"{path}: unreadable DICOM file ({first_line(error)})") from error
     if not sop_class:
         if not has_magic:
             return None
         raise InputError(f"{path}: DICOM file without a SOP Class UID")
+    if not header_only:
+        for w in caught:
+            warnings.warn(f"{path}: {first_line(w.message)}", UserWarning, stacklevel=4)
     return ds
 
 

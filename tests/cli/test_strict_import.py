@@ -134,3 +134,16 @@ def test_numeric_options_are_checked_first(tmp_path, capsys, monkeypatch, argv, 
     assert err.startswith(f"planner: error: {argv[0]}: argument {option}: must be a ")
     assert err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pydicom_warnings_name_the_file(tmp_path, capsys):
+    """An odd value pydicom warns of (InstanceNumber 1.5, not an integer string) is a warning
+    line naming the file, and the slice still reads."""
+    folder = _patient(tmp_path / "in")
+    odd = sorted(folder.glob("CT.*.dcm"))[1]
+    ds = pydicom.dcmread(odd)
+    ds[0x00200013] = RawDataElement(Tag(0x00200013), "IS", 4, b"1.5 ", 0, False, True)
+    ds.save_as(odd)
+    assert main(["info", str(folder)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith(f"planner: warning: {odd}: ") for line in err)

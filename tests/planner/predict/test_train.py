@@ -154,3 +154,14 @@ def test_initial_weights_start_a_new_run(openkbp_dir: Path, cache_dir: Path, tmp
     with pytest.raises(InputError, match=r"model\.pt: a resumed run continues"):
         train(train_dir, val_dir, tmp_path / "b", frozen, initial_model=weights, resume=True,
               **quiet)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_cuda(openkbp_dir: Path, cache_dir: Path, tmp_path: Path, tiny):
+    """The same run on CUDA: it trains, scores, and the card names the GPU."""
+    train_dir, val_dir = _split(openkbp_dir)
+    history = train(train_dir, val_dir, tmp_path / "run", tiny, cache_dir=cache_dir,
+                    device="cuda", progress=lambda line: None)
+    assert len(history) == tiny.epochs and np.isfinite(history[-1]["val_dose_score_gy"])
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["device"] == "cuda" and card["hardware"].startswith("cuda: ")

@@ -291,7 +291,13 @@ def protocol_draft(patient: Patient, prescriptions: Sequence[CommandLinePrescrip
         organ_goals, organ_sources = _organ_goals(organ, n, convert)
         goals += organ_goals
         sources += organ_sources
-    unrecognised = [n for n in candidates if n not in mapping.values()]
+    kinds = {s.name: s.kind for s in patient.structures}
+    left = [n for n in candidates if n not in mapping.values()]
+    unprescribed = [n for n in left if kinds[n] == "target"]
+    unrecognised = [n for n in left if kinds[n] != "target"]
+    if unprescribed:
+        notes.append(f"targets without a prescription (not planned for): "
+                     f"{', '.join(unprescribed)}")
     if unrecognised:
         notes.append(f"no standard limits for {', '.join(unrecognised)} (not recognised, not "
                      f"planned for: add their goals to the protocol)")

@@ -30,9 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "weights on the segments' own dose, then RT Plan + RT Dose (+ CT and "
                     "RTSTRUCT when the patient did not come from DICOM) in OUT/dicom, the review "
                     "report in OUT/report, summary.json and plan.log in OUT.")
-    parser.add_argument("patient", metavar="PATIENT",
-                        help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
-                             "folder or a DICOM folder")
     add_protocol_options(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="folder to create (default: out/<PATIENT's last part>)")

@@ -3,7 +3,7 @@
 Writes the TOML protocol that ``planner plan`` would use for the patient with the same options
 (to standard output, or to ``--out FILE``), the mapping to the patient's structures and each
 limit's source as comments, for the user to adjust and pass back with ``--protocol``. The
-protocol options are shared with ``planner plan`` (:func:`add_protocol_options`,
+patient and protocol options are shared with ``planner plan`` (:func:`add_protocol_options`,
 :func:`choose_protocol`).
 """
 
@@ -22,7 +22,11 @@ from planner.protocol import protocol_table, read_protocol
 
 
 def add_protocol_options(parser: argparse.ArgumentParser) -> None:
-    """``--protocol`` and ``--prescription``, as ``plan`` and ``protocol init`` take them."""
+    """``PATIENT``, ``--protocol`` and ``--prescription``, as ``plan`` and ``protocol init``
+    take them."""
+    parser.add_argument("patient", metavar="PATIENT",
+                        help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
+                             "folder or a DICOM folder")
     parser.add_argument("--protocol", default=None, metavar="NAME|FILE",
                         help="protocol TOML file, or a bundled one (tg119_c_shape, "
                              "head_and_neck, prostate); default: the first bundled protocol "
@@ -64,9 +68,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "same --protocol and --prescription options, with the mapping to the "
                     "patient's structures and each limit's source as comments; edit it and "
                     "plan with --protocol FILE.")
-    init.add_argument("patient", metavar="PATIENT",
-                      help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
-                           "folder or a DICOM folder")
     add_protocol_options(init)
     init.add_argument("--out", type=Path, default=None, metavar="FILE",
                       help="write the protocol here (default: standard output)")

@@ -89,6 +89,8 @@ def test_draft_targets_recognised_organs_and_unrecognised_ones():
     assert synonyms["SpinalCord"] == ("Spinal-Cord",) and synonyms["Parotid_R"] == ()
     assert draft.notes == ("no standard limits for Tongue_Base (not recognised, not planned "
                            "for: add their goals to the protocol)",)
+    alone = protocol_draft(HN, [parse_prescription("PTV70=70/35")])
+    assert alone.notes[0] == "targets without a prescription (not planned for): ptv 56gy"
     sources = dict(zip((g["structure"] + " " + g["metric"] for g in draft.table["goals"]),
                        draft.goal_sources))
     assert sources["Glnd_Submand_L Dmean"].startswith("QUANTEC, Deasy et al.")

@@ -24,6 +24,7 @@ import numpy as np
 from planner.errors import PlannerError
 from planner.io._atomic import write_file_atomic
 from planner.patient import Patient
+from planner.protocol import Protocol
 
 COHORT_CSV = "cohort.csv"
 COHORT_PARQUET = "cohort.parquet"
@@ -53,9 +54,25 @@ def _figures(prefix: str, figures: Sequence[Any]) -> dict[str, float]:
             for f in figures}
 
 
-def plan_row(plan_dir: Path, source: str) -> dict[str, Any]:
-    """The values of one planned patient (``plan_dir`` as ``planner plan`` wrote it; ``source``
-    what it was read from)."""
+def reference_dose(source: str) -> np.ndarray | None:
+    """The reference dose of the patient read from ``source``: an OpenKBP folder's ``dose.csv``
+    (Gy, on the patient's grid), else None."""
+    from planner.io.openkbp import read_openkbp_dose
+
+    folder = Path(source)
+    if not ((folder / "ct.csv").is_file() or (folder / "ct.csv.gz").is_file()):
+        return None
+    return read_openkbp_dose(folder)
+
+
+def plan_row(plan_dir: Path, reference: tuple[Patient, Protocol, np.ndarray] | None = None
+             ) -> dict[str, Any]:
+    """The values of one planned patient (``plan_dir`` as ``planner plan`` wrote it).
+
+    With ``reference`` (the patient, the protocol it was planned with, its reference dose on the
+    patient's grid, Gy) the plan and reference figures on the patient's grid and the dose score;
+    without, the plan's figures as its summary gives them.
+    """
     summary = json.loads((plan_dir / SUMMARY_FILE).read_text())
     goals = summary["goals"]["plan"]
     hard = [g for g in goals if g["priority"] == "hard"]
@@ -67,32 +84,21 @@ def plan_row(plan_dir: Path, source: str) -> dict[str, Any]:
         "segments": summary["segments"]["total"], "total_s": summary["total_s"],
         "seed": summary["seed"],
     }
-    reference = _reference_scores(plan_dir, source, summary)
     if reference is None:
         row.update({f"plan: {q['figure']} {q['structure']}": q["value"]
                     for q in summary["quality"]})
     else:
-        row.update(reference)
+        row.update(_reference_scores(plan_dir, *reference))
     row.update({f"time: {step} s": t for step, t in summary["times_s"].items()})
     return row
 
 
-def _reference_scores(plan_dir: Path, source: str, summary: dict[str, Any]
-                      ) -> dict[str, Any] | None:
-    """Plan and reference figures and the dose score on the patient's grid, or None when the
-    patient has no reference dose (only OpenKBP folders carry one)."""
-    from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
-    from planner.protocol import read_protocol
+def _reference_scores(plan_dir: Path, patient: Patient, protocol: Protocol,
+                      reference: np.ndarray) -> dict[str, Any]:
+    """Plan and reference figures (:func:`planner.review.quality.quality_figures`) and the dose
+    score over the possible-dose mask (when the patient has one), on the patient's grid."""
     from planner.review.quality import quality_figures
 
-    folder = Path(source)
-    if not ((folder / "ct.csv").is_file() or (folder / "ct.csv.gz").is_file()):
-        return None
-    reference = read_openkbp_dose(folder)
-    if reference is None:
-        return None
-    patient = read_openkbp_patient(folder)
-    protocol = read_protocol(summary["protocol"]["source"])
     dose = plan_dose_on_patient_grid(plan_dir, patient)
     values: dict[str, Any] = {}
     if patient.possible_dose_mask is not None:

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.batch import COHORT_CSV, SUMMARY_FILE, plan_row, read_cohort_csv, write_cohort
+from planner.batch import (COHORT_CSV, SUMMARY_FILE, plan_row, read_cohort_csv, reference_dose,
+                           write_cohort)
 from planner.cli import plan
+from planner.cli.protocol import choose_protocol
 from planner.cohort import Task, add_cluster_options, cluster_options, dask_client, run_tasks
 from planner.errors import InputError
+from planner.io import load_patient
 
 #: Options of ``planner plan`` that the batch sets itself (per patient) rather than passing on.
 OWN_OPTIONS = ("patient", "out", "force", "help")
@@ -58,7 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "OpenKBP patient, each .mat file a matRad one) or a CSV manifest: a "
                     "'patient' column (a path relative to the CSV, or example:NAME), an "
                     "optional 'name' column (the output folder) and any plan option as a column "
-                    "(e.g. 'protocol', 'beams', 'seed' with yes/no) for that patient. Writes "
+                    "(e.g. 'protocol', 'beams', 'seed' with yes/no, 'prescription' with several "
+                    "separated by ';') for that patient. Writes "
                     "DIR/cohort.csv (and .parquet with pyarrow), DIR/cohort.html and "
                     "DIR/logs/. A rerun plans only the patients not yet planned.")
     parser.add_argument("input", metavar="INPUT", type=Path,
@@ -140,6 +144,9 @@ def read_manifest(path: Path) -> list[Entry]:
                                          f"not yes or no")
                     negative = f"--no-{column.replace('_', '-')}"
                     argv += [flag] if yes else [negative] if negative in actions else []
+                elif isinstance(actions[flag].default, list):  # repeatable: values split at ;
+                    for part in value.split(";"):
+                        argv += [flag, _absolute(part.strip(), path.parent)]
                 else:
                     argv += [flag, _absolute(value, path.parent)]
             name = row.get("name") or Path(source.replace(":", "_")).stem
@@ -157,22 +164,34 @@ def _absolute(value: str, folder: Path) -> str:
 def patient_arguments(entry: Entry, out_dir: Path, batch: dict[str, Any], force: bool
                       ) -> dict[str, Any]:
     """The arguments ``planner plan`` gets for one patient: the batch's plan options, the
-    manifest's over them; raises InputError naming the patient for a bad option."""
-    namespace = argparse.Namespace(**batch)
+    manifest's in their place; raises InputError naming the patient for a bad option."""
+    parser = plan_parser()
+    given = {a.dest for a in plan_options(parser) if set(a.option_strings) & set(entry.argv)}
+    namespace = argparse.Namespace(**{k: v for k, v in batch.items() if k not in given})
     try:
-        plan_parser().parse_args([entry.source, "--out", str(out_dir), *entry.argv],
-                                 namespace=namespace)
+        parser.parse_args([entry.source, "--out", str(out_dir), *entry.argv],
+                          namespace=namespace)
     except InputError as error:
         raise InputError(f"{entry.name}: {error}") from None
     namespace.force = force
     return {k: v for k, v in vars(namespace).items() if k != "run"}
 
 
-def plan_task(arguments: dict[str, Any], source: str) -> dict[str, Any]:
+def plan_task(arguments: dict[str, Any]) -> dict[str, Any]:
     """One patient, in its own process: ``planner plan``'s run, then its row."""
-    arguments = dict(arguments)
     plan.run(argparse.Namespace(**arguments))
-    return plan_row(Path(arguments["out"]), source)
+    return patient_row(arguments)
+
+
+def patient_row(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The row of a planned patient; where it has a reference dose, scored against it with the
+    protocol ``planner plan`` chose for these arguments."""
+    reference = reference_dose(arguments["patient"])
+    if reference is None:
+        return plan_row(Path(arguments["out"]))
+    patient = load_patient(arguments["patient"])
+    protocol = choose_protocol(argparse.Namespace(**arguments), patient).protocol()
+    return plan_row(Path(arguments["out"]), (patient, protocol, reference))
 
 
 def _remove_leftovers(out_dir: Path) -> None:
@@ -208,10 +227,10 @@ def run(args: argparse.Namespace) -> int:
         if (out / e.name / SUMMARY_FILE).is_file() and not args.force:
             before = earlier.get(e.name, {})
             rows[e.name] = before if before.get("status") == "ok" else {
-                **head, "status": "ok", "error": "", **plan_row(out / e.name, e.source)}
+                **head, "status": "ok", "error": "", **patient_row(arguments[e.name])}
         else:
             rows[e.name] = {**head, "status": "not run", "error": ""}
-            tasks.append(Task(e.name, plan_task, (arguments[e.name], e.source),
+            tasks.append(Task(e.name, plan_task, (arguments[e.name],),
                               log=out / LOGS / f"{e.name}.log"))
     _say(f"{len(entries)} patients: {len(entries) - len(tasks)} planned before (kept), "
          f"{len(tasks)} to plan")

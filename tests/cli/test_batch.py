@@ -64,12 +64,13 @@ def test_broken_patient_rerun_and_retry(cohort, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     args = ["batch", str(cohort / "in"), "--out", str(out), "--protocol",
             str(cohort / "water.toml"), *COARSE]
-    assert main(args) == 1  # a patient failed; the others are planned
+    code = main(args)
+    rows = _rows(out)
+    assert code == 1, rows  # a patient failed; the others are planned
     captured = capsys.readouterr()
     assert "Dask LocalCluster: 1 workers" in captured.err and "dashboard" in captured.err
     assert "[3/3]" in captured.err and "failed 1" in captured.err
-    assert "2 of 3 patients planned; failed: broken" in captured.out
-    rows = _rows(out)
+    assert "2 of 3 patients planned; failed: broken" in captured.out, rows
     assert [rows[n]["status"] for n in ("a", "b", "broken")] == ["ok", "ok", "failed"]
     assert "broken: no CT images" in rows["broken"]["error"]
     for name in ("a", "b"):
@@ -165,14 +166,18 @@ def test_manifest_options_become_plan_arguments(cohort):
     """A switch column gives --seed/--no-seed, a path relative to the manifest is made
     absolute, the batch's options are the defaults a row overrides."""
     manifest = cohort / "m.csv"
-    manifest.write_text("patient,seed,beams\nin/a,no,\nexample:water,yes,5\n")
+    manifest.write_text("patient,seed,beams,prescription\nin/a,no,,\n"
+                        "example:water,yes,5,PTV=60/30; CTV=50/30\n")
     first, second = planner.cli.batch.read_manifest(manifest)
     assert first == planner.cli.batch.Entry("a", str(cohort / "in" / "a"), ("--no-seed",))
-    assert second.name == "example_water" and second.argv == ("--seed", "--beams", "5")
-    batch = {"beams": 7, "seed": True, "protocol": None}
+    assert second.name == "example_water" and second.argv == (
+        "--seed", "--beams", "5", "--prescription", "PTV=60/30", "--prescription", "CTV=50/30")
+    batch = {"beams": 7, "seed": True, "protocol": None, "prescription": ["PTV=70/35"]}
     values = planner.cli.batch.patient_arguments(second, cohort / "o", batch, force=False)
     assert values["beams"] == 5 and values["seed"] is True and values["max_segments"] == 15
-    assert planner.cli.batch.patient_arguments(first, cohort / "o", batch, False)["beams"] == 7
+    assert values["prescription"] == ["PTV=60/30", "CTV=50/30"]  # the row's, in place
+    values = planner.cli.batch.patient_arguments(first, cohort / "o", batch, False)
+    assert values["beams"] == 7 and values["prescription"] == ["PTV=70/35"]
     with pytest.raises(InputError, match="no patients"):
         planner.cli.batch.cohort_entries(cohort / "in" / "broken", cohort / "o")
 

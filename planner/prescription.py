@@ -42,6 +42,7 @@ from planner.errors import InputError
 from planner.names import find_one
 from planner.patient import Patient
 from planner.protocol import (
+    V_DOSE_METRIC,
     PlanningSettings,
     Protocol,
     StructureSpec,
@@ -192,7 +193,8 @@ def _organ_goals(organ: OrganLimits, fractions: int, convert: bool
     goals, sources = [], []
     for limit in organ.limits:
         metric, value, source = limit.metric, limit.max, limit.source
-        dose = re.fullmatch(r"V(\d+(?:\.\d+)?)Gy", metric)
+        volume_at = V_DOSE_METRIC.match(metric)
+        dose = volume_at if volume_at and volume_at.group(2) == "Gy" else None
         if convert and (limit.unit == "Gy" or dose):
             was = float(dose.group(1)) if dose else value
             now = min(was, round(eqd2_equivalent_gy(was, fractions, organ.alpha_beta_gy), 1))

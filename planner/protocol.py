@@ -61,7 +61,8 @@ OUTSIDE_TARGETS = "Outside PTVs"
 GoalKind = Literal["dose_at_volume", "volume_at_dose", "mean_dose"]
 
 _D_VOLUME = re.compile(r"^D(\d+(?:\.\d+)?)(%|cc)$")
-_V_DOSE = re.compile(r"^V(\d+(?:\.\d+)?)(Gy|%)$")
+#: A volume-at-dose metric: ``V70Gy`` (the dose in Gy) or ``V95%`` (in % of the reference dose).
+V_DOSE_METRIC = re.compile(r"^V(\d+(?:\.\d+)?)(Gy|%)$")
 _NAMED = {"Dmean": ("mean_dose", None, None), "Dmax": ("dose_at_volume", 0.0, "%"),
           "Dmin": ("dose_at_volume", 100.0, "%")}
 
@@ -413,7 +414,7 @@ def _goal(src: str, i: int, g: dict, protocol: Protocol, kinds: dict[str, str]) 
         kind, volume, volume_unit = "dose_at_volume", float(m.group(1)), m.group(2)
         if volume_unit == "%" and volume > 100.0:
             raise InputError(f"{src}: {key}.metric: {metric}: a volume above 100 % is impossible")
-    elif m := _V_DOSE.match(metric):
+    elif m := V_DOSE_METRIC.match(metric):
         kind, dose, dose_unit = "volume_at_dose", float(m.group(1)), m.group(2)
     else:
         raise InputError(f"{src}: {key}.metric: unknown metric {metric!r} (use D<v>%, D<v>cc, "

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from planner.errors import InputError, PlannerError
 
 #: Memory one patient may need: the largest plan measured, 5.2 GB (OpenKBP test patients,
@@ -68,6 +70,18 @@ class ClusterOptions:
     threads: int | None = None
     memory_limit_bytes: int | None = None
     scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What each task's process gets: ``threads`` numpy/torch threads, at most
+    ``memory_limit_bytes`` resident, and, with ``pin``, cores of its own (on a LocalCluster,
+    worker ``i`` takes the ``i``-th run of ``threads`` cores), since planner sizes its thread
+    pools by the cores the process may use. ``None``: the worker's."""
+
+    threads: int | None = None
+    memory_limit_bytes: int | None = None
+    pin: bool = False
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
@@ -120,12 +134,11 @@ def local_cluster_size(cores: int, memory_bytes: int, options: ClusterOptions
 
 @contextmanager
 def dask_client(options: ClusterOptions, say: Callable[[str], None]
-                ) -> Iterator[tuple[Any, int | None, int | None]]:
-    """A ``distributed.Client`` with the threads and memory limit each task gets.
+                ) -> Iterator[tuple[Any, Limits]]:
+    """A ``distributed.Client`` and the :class:`Limits` of each task.
 
-    Yields ``(client, threads, memory_limit_bytes)``; on an existing scheduler the two limits
-    are those given (``None``: the child keeps the worker's). Says the cluster's size and the
-    dashboard's address.
+    On an existing scheduler the limits are those given (not pinned); on a LocalCluster those of
+    :func:`local_cluster_size`, pinned. Says the cluster's size and the dashboard's address.
     """
     import dask
     import psutil
@@ -141,7 +154,7 @@ def dask_client(options: ClusterOptions, say: Callable[[str], None]
             say(f"Dask scheduler {options.scheduler}: {len(workers)} workers, "
                 f"{sum(w['nthreads'] for w in workers.values())} threads; "
                 f"{_dashboard(client)}")
-            yield client, options.threads, options.memory_limit_bytes
+            yield client, Limits(options.threads, options.memory_limit_bytes)
         return
     cores = len(os.sched_getaffinity(0))
     workers, threads, memory = local_cluster_size(cores, psutil.virtual_memory().total, options)
@@ -159,7 +172,7 @@ def dask_client(options: ClusterOptions, say: Callable[[str], None]
     with cluster, Client(cluster) as client:
         say(f"Dask LocalCluster: {workers} workers x {threads} threads on {cores} cores, "
             f"{memory / 1e9:.1f} GB each; {_dashboard(client)}")
-        yield client, threads, memory
+        yield client, Limits(threads, memory, pin=True)
 
 
 def _dashboard(client: Any) -> str:
@@ -174,9 +187,8 @@ def _dashboard(client: Any) -> str:
     return f"dashboard {client.dashboard_link}{needs}"
 
 
-def run_tasks(client: Any, tasks: Sequence[Task], *, threads: int | None,
-              memory_limit_bytes: int | None, say: Callable[[str], None] = lambda line: None
-              ) -> Iterator[dict[str, Any]]:
+def run_tasks(client: Any, tasks: Sequence[Task], limits: Limits,
+              say: Callable[[str], None] = lambda line: None) -> Iterator[dict[str, Any]]:
     """Run each task on the cluster; yield its row as it finishes (in finishing order).
 
     Every row has ``name``, ``status`` ("ok" or "failed"), ``error`` ("" when ok), ``wall_s``
@@ -186,7 +198,7 @@ def run_tasks(client: Any, tasks: Sequence[Task], *, threads: int | None,
     """
     from distributed import as_completed
 
-    futures = {client.submit(_run_task, t, threads, memory_limit_bytes, pure=False,
+    futures = {client.submit(_run_task, t, limits, pure=False,
                              key=f"{t.name}-{uuid.uuid4().hex[:8]}"): t for t in tasks}
     start = time.perf_counter()
     done = failed = 0
@@ -195,11 +207,12 @@ def run_tasks(client: Any, tasks: Sequence[Task], *, threads: int | None,
             task = futures[future]
             try:
                 row = future.result()
-            except Exception as error:  # noqa: BLE001 - the worker itself died (KilledWorker ...)
+            except Exception as error:  # noqa: BLE001 - the worker died, or Dask failed
+                lost = type(error).__name__ == "KilledWorker"
                 row = {"name": task.name, "status": "failed", "wall_s": None,
                        "peak_memory_gb": None,
-                       "error": f"worker lost ({type(error).__name__}: {error}); "
-                                f"killed for memory?"}
+                       "error": ("its worker died twice (killed for memory?)" if lost
+                                 else f"{type(error).__name__}: {error}")}
             done += row["status"] == "ok"
             failed += row["status"] != "ok"
             elapsed = time.perf_counter() - start
@@ -218,11 +231,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def _run_task(task: Task, threads: int | None, memory_limit_bytes: int | None
-              ) -> dict[str, Any]:
+def _run_task(task: Task, limits: Limits) -> dict[str, Any]:
     """On a worker: the task in a child process, its outcome as a row (never raises)."""
-    outcome = run_isolated(task.function, task.args, threads=threads,
-                           memory_limit_bytes=memory_limit_bytes, log=task.log)
+    cores = None
+    if limits.pin and limits.threads is not None:
+        from distributed import get_worker
+
+        available = sorted(os.sched_getaffinity(0))
+        first = int(get_worker().name) * limits.threads % len(available)
+        cores = available[first:first + limits.threads]
+    outcome = run_isolated(task.function, task.args, threads=limits.threads,
+                           memory_limit_bytes=limits.memory_limit_bytes, cores=cores,
+                           log=task.log)
     return {"name": task.name, "status": "ok" if outcome.error is None else "failed",
             "error": outcome.error or "", "wall_s": round(outcome.wall_s, 2),
             "peak_memory_gb": round(outcome.peak_bytes / 1e9, 3), **(outcome.value or {})}
@@ -240,10 +260,12 @@ class Outcome:
 
 def run_isolated(function: Callable[..., dict[str, Any]], args: tuple[Any, ...], *,
                  threads: int | None = None, memory_limit_bytes: int | None = None,
-                 log: Path | None = None) -> Outcome:
+                 cores: Sequence[int] | None = None, log: Path | None = None) -> Outcome:
     """``function(*args)`` in a fresh Python process, watched.
 
-    The child gets ``threads`` numpy/torch threads (:data:`THREAD_VARIABLES`), writes its
+    ``function`` and ``args`` go by cloudpickle, so that a function of a script's ``__main__``
+    (a benchmark's) runs too. The child gets ``threads`` numpy/torch threads
+    (:data:`THREAD_VARIABLES`), runs on ``cores`` (CPU numbers) when given, writes its
     output to ``log`` (else discards it) and dies with its parent. It is killed when its
     resident memory exceeds ``memory_limit_bytes``. A planner error is reported by its message,
     another exception by its type and message (the traceback in ``log``), a signal by its name.
@@ -253,7 +275,7 @@ def run_isolated(function: Callable[..., dict[str, Any]], args: tuple[Any, ...],
         env.update({name: str(threads) for name in THREAD_VARIABLES})
     with tempfile.TemporaryDirectory(prefix="planner-task-") as tmp:
         given, result = Path(tmp) / "task.pickle", Path(tmp) / "result.pickle"
-        given.write_bytes(pickle.dumps((function, args)))
+        given.write_bytes(cloudpickle.dumps((function, args, cores)))
         output = open(log, "w") if log is not None else subprocess.DEVNULL
         start = time.perf_counter()
         try:
@@ -311,7 +333,9 @@ def _child_main(given: Path, result: Path) -> None:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-    function, args = pickle.loads(given.read_bytes())
+    function, args, cores = pickle.loads(given.read_bytes())
+    if cores:
+        os.sched_setaffinity(0, cores)
     try:
         outcome: tuple[str, Any] = ("ok", function(*args))
     except PlannerError as error:

@@ -237,9 +237,8 @@ def run(args: argparse.Namespace) -> int:
     write_cohort(out, list(rows.values()))
     if tasks:
         (out / LOGS).mkdir(exist_ok=True)
-        with dask_client(options, _say) as (client, threads, memory):
-            for row in run_tasks(client, tasks, threads=threads, memory_limit_bytes=memory,
-                                 say=_say):
+        with dask_client(options, _say) as (client, limits):
+            for row in run_tasks(client, tasks, limits, _say):
                 name = row["name"]
                 kept = ("name", "input", "log") + (("report",) if row["status"] == "ok" else ())
                 rows[name] = {k: v for k, v in rows[name].items() if k in kept} | row

@@ -36,11 +36,15 @@ Run (one patient at a time, on an otherwise idle machine; a plan takes 1-3 minut
 Options: ``--patients pt_201,pt_202``, ``--arms seeded,unseeded``, ``--work DIR`` (default
 ``out/bench_plan_quality``; the plans stay in ``WORK/plans/SPLIT/ARM/PATIENT``, about 6 MB each,
 their output in ``WORK/logs``), ``--table FILE`` (default ``WORK/table.md``), ``--again``.
+``--workers N`` or ``--scheduler ADDRESS`` score the patients and arms as Dask tasks
+(:mod:`planner.cohort`, as ``planner batch`` plans; several at once, so their times are not an
+idle machine's); a task that fails is reported and left for the next run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -54,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from optim.autoplan import evaluate_goal
+from planner.cohort import Task, add_cluster_options, cluster_options, dask_client, run_tasks
 from planner.errors import PlannerError
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
 from planner.io.rtdose import read_rt_dose
@@ -453,6 +458,30 @@ def write_table(path: Path, all_rows: dict[tuple[str, str, str], dict[str, Any]]
     return text
 
 
+def record(results: Path, row: dict[str, Any]) -> None:
+    """Append one scored row to ``results`` and print its line."""
+    with open(results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(line(row), flush=True)
+
+
+def score_on_dask(folders: Sequence[Path], arms: Sequence[str], args: argparse.Namespace,
+                  results: Path) -> None:
+    """The patients and arms still to score (all with ``--again``) as Dask tasks, each row
+    appended to ``results`` as it finishes."""
+    done = read_rows(results)
+    tasks = [Task(f"{folder.name}-{arm}", score_patient, (folder, arm, args.work))
+             for folder in folders for arm in arms
+             if args.again or (args.split, folder.name, arm) not in done]
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    with dask_client(cluster_options(args), say) as (client, limits):
+        for row in run_tasks(client, tasks, limits, say):
+            if row["status"] == "ok":  # else the progress line gave the error
+                row = {k: v for k, v in row.items()
+                       if k not in ("name", "status", "wall_s", "peak_memory_gb")}
+                record(results, row)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("validation", "test"), default="validation")
@@ -469,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="plan and score again patients and arms already in results.jsonl")
     parser.add_argument("--table-only", action="store_true",
                         help="only rebuild the table from results.jsonl")
+    add_cluster_options(parser)
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARM_FLAGS]
@@ -498,15 +528,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if flag not in help_text:
                     parser.error(f"arm {arm}: planner plan has no {flag} (edit ARM_FLAGS)")
         args.work.mkdir(parents=True, exist_ok=True)
-        for folder in folders:
-            for arm in arms:
-                done = read_rows(results)
-                if (args.split, folder.name, arm) in done and not args.again:
-                    continue
-                row = score_patient(folder, arm, args.work)
-                with open(results, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(line(row), flush=True)
+        if args.workers is not None or args.scheduler is not None:
+            score_on_dask(folders, arms, args, results)
+        else:
+            for folder in folders:
+                for arm in arms:
+                    done = read_rows(results)
+                    if (args.split, folder.name, arm) in done and not args.again:
+                        continue
+                    record(results, score_patient(folder, arm, args.work))
     all_rows = read_rows(results)
     if not any(k[0] == args.split for k in all_rows):
         print(f"{results}: no {args.split} results yet", file=sys.stderr)

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from planner.cli.train import add_threads_option, set_threads
+from planner.cohort import (ClusterOptions, Task, add_cluster_options, cluster_options,
+                            dask_client, run_tasks)
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
 from planner.predict.data import patient_folders
@@ -41,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also write per-patient scores and reasons here, and the same with "
                              "each patient's DVH errors as JSON beside it (.json)")
     parser.add_argument("--force", action="store_true", help="overwrite --csv and its JSON")
+    add_cluster_options(parser, threads=False)
     parser.set_defaults(run=run)
 
 
@@ -67,6 +74,35 @@ def _report(rows: list[Evaluation], summary: Summary, source: str) -> dict:
             "patients": [patient(r) for r in rows]}
 
 
+def _load_model(paths: list[Path] | None, device_name: str) -> Any:
+    """The network (an ensemble when several weights are given) on its device."""
+    from planner.predict.infer import load_model, torch_device
+    from planner.predict.model import DoseEnsemble
+
+    device = torch_device(device_name)
+    models = [load_model(path, device) for path in paths or [None]]
+    return models[0] if len(models) == 1 else DoseEnsemble(models)
+
+
+def _evaluate_task(folder: Path, args: argparse.Namespace) -> dict[str, Evaluation]:
+    """One patient as a Dask task (:mod:`planner.cohort`), in a process of its own."""
+    if args.threads is not None:  # else torch keeps the share planner.cohort gave the process
+        set_threads(args.threads)
+    model = None if args.predictions else _load_model(args.model, args.device)
+    return {"evaluation": evaluate_patient(folder, model=model, predictions=args.predictions)}
+
+
+def _on_dask(folders: list[Path], args: argparse.Namespace, options: ClusterOptions
+             ) -> Iterator[Evaluation]:
+    """The patients' rows as they finish on the cluster; a task that failed (a crash, a
+    killed worker) is a row without scores, its error the reason."""
+    tasks = [Task(f.name, _evaluate_task, (f, args)) for f in folders]
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    with dask_client(options, say) as (client, limits):
+        for row in run_tasks(client, tasks, limits, say):
+            yield row.get("evaluation") or Evaluation(row["name"], None, row["error"])
+
+
 def run(args: argparse.Namespace) -> int:
     folders = patient_folders(args.data_dir)
     json_path = None if args.csv is None else args.csv.with_suffix(".json")
@@ -77,28 +113,29 @@ def run(args: argparse.Namespace) -> int:
         for path in (args.csv, json_path):
             if path.exists() and not args.force:
                 raise InputError(f"{path}: already exists (use --force to overwrite)")
-    model = None
+    options = cluster_options(args)
     if args.predictions is None:
-        from planner.predict.infer import load_model, torch_device
-        from planner.predict.model import DoseEnsemble
-
-        set_threads(args.threads)
-        device = torch_device(args.device)
-        models = [load_model(path, device) for path in args.model or [None]]
-        model = models[0] if len(models) == 1 else DoseEnsemble(models)
         source = " + ".join(p.name for p in args.model) if args.model else "shipped weights"
     else:
         source = str(args.predictions)
+    if options.workers is not None or options.scheduler is not None:
+        evaluations = _on_dask(folders, args, options)
+    else:
+        set_threads(args.threads)
+        model = None if args.predictions else _load_model(args.model, args.device)
+        evaluations = (evaluate_patient(f, model=model, predictions=args.predictions)
+                       for f in folders)
     rows: list[Evaluation] = []
     print(f"{'patient':<12} {'dose score (Gy)':>15} {'DVH score (Gy)':>14}")
-    for folder in folders:
-        row = evaluate_patient(folder, model=model, predictions=args.predictions)
+    for row in evaluations:
         rows.append(row)
         if row.scores is None:
             print(f"{row.name:<12} {'-':>15} {'-':>14}  left out: {row.reason}", flush=True)
         else:
             print(f"{row.name:<12} {row.scores.dose_score_gy:15.3f} "
                   f"{row.scores.dvh_score_gy:14.3f}", flush=True)
+    order = [f.name for f in folders]
+    rows.sort(key=lambda r: order.index(r.name))  # on Dask they come as they finish
     summary = summarise(rows)
     left_out = (f"; left out: {', '.join(summary.left_out)}" if summary.left_out else "")
     print(f"{'overall':<12} {summary.dose_score_gy:15.3f} {summary.dvh_score_gy:14.3f}  "

@@ -20,6 +20,7 @@ from planner.cli.main import main
 from planner.cohort import ClusterOptions, local_cluster_size, run_isolated
 from planner.errors import InputError
 from planner.io.dicom_patient import write_dicom_patient
+from planner.io.openkbp import read_openkbp_dose, write_openkbp_dose
 from planner.phantoms import water_box
 
 PROTOCOL = """name = "water"
@@ -204,3 +205,25 @@ def test_isolated_child_errors_and_memory(tmp_path):
     assert run_isolated(os.abort, ()).error.startswith("killed by SIGABRT")
     outcome = run_isolated(operator.add, ([1], [2]), threads=1)
     assert outcome.value == [1, 2] and outcome.error is None and 0 < outcome.peak_bytes < 10**9
+    first = min(os.sched_getaffinity(0))
+    assert run_isolated(os.sched_getaffinity, (0,), cores=[first]).value == {first}
+    assert run_isolated(os.getenv, ("OMP_NUM_THREADS",), threads=3).value == "3"
+
+
+def test_evaluate_prediction_on_dask_scores_as_serially(openkbp_dir, tmp_path, capsys):
+    """evaluate-prediction --workers 1 runs the patients as Dask tasks (planner.cohort): the
+    same CSV as the serial run; a prediction that is missing is that patient's reason."""
+    split, predictions = tmp_path / "test-pats", tmp_path / "predictions"
+    split.mkdir()
+    for folder in sorted((openkbp_dir / "test-pats").iterdir())[:2]:
+        (split / folder.name).symlink_to(folder)
+    first = sorted(split.iterdir())[0]
+    write_openkbp_dose(predictions / f"{first.name}.csv", read_openkbp_dose(first))
+    tables = []
+    for extra in ([], ["--workers", "1"]):
+        csv_path = tmp_path / f"scores{len(extra)}.csv"
+        assert main(["evaluate-prediction", str(split), "--predictions", str(predictions),
+                     "--csv", str(csv_path), *extra]) == 0
+        tables.append(csv_path.read_text())
+    assert "Dask LocalCluster: 1 workers" in capsys.readouterr().err
+    assert tables[0] == tables[1] and "missing (no prediction for" in tables[1]

@@ -58,13 +58,11 @@ from typing import Any
 import numpy as np
 
 from optim.autoplan import evaluate_goal
+from planner.batch import plan_dose_on_patient_grid
 from planner.cohort import Task, add_cluster_options, cluster_options, dask_client, run_tasks
-from planner.errors import PlannerError
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
-from planner.io.rtdose import read_rt_dose
 from planner.patient import Patient
 from planner.protocol import Goal, Protocol, map_structures, plan_goal, read_protocol
-from planner.review.dvh import resample_dose
 from planner.review.quality import (
     AIR_HU, BODY, NORMAL_TISSUE, QualityFigure, air_mask, figure_value, quality_figures,
 )
@@ -151,15 +149,6 @@ def score_dose(patient: Patient, dose_gy: np.ndarray, protocol: Protocol, air: n
         "goals_tissue": goals_tissue,
         "goals_whole": goals_whole,
     }
-
-
-def plan_dose_on_patient_grid(plan_dir: Path, patient: Patient) -> np.ndarray:
-    """The plan's RT Dose (``plan_dir/dicom/RD*.dcm``) resampled onto the patient's grid."""
-    found = sorted((plan_dir / "dicom").glob("RD*.dcm"))
-    if not found:
-        raise PlannerError(f"{plan_dir / 'dicom'}: no RT Dose (RD*.dcm)")
-    dose, grid = read_rt_dose(found[0])
-    return resample_dose(dose, grid, patient.grid)
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Cohort runs on Dask: one task per patient, each in a process of its own, a row per patient.
 
-The one helper that ``planner batch``, ``planner evaluate-prediction --workers`` and the plan-quality
-benchmark share:
+The one helper that ``planner batch``, ``planner evaluate-prediction --workers`` and the
+plan-quality benchmark share:
 
 - :func:`dask_client` opens a ``dask.distributed`` client: on an existing scheduler
   (``--scheduler tcp://host:8786``) or on a ``LocalCluster`` sized by :func:`local_cluster_size`
@@ -50,8 +50,8 @@ _POLL_S = 0.2  # how often a child's memory is sampled
 class Task:
     """One patient's work: ``function(*args)`` returns a dict of plain values (its row).
 
-    ``function`` must be importable by its module and name (a module-level function), since it
-    runs in a fresh interpreter. ``log`` receives the child's stdout and stderr.
+    ``function`` and ``args`` reach a fresh interpreter by cloudpickle (a planner function, or
+    a script's own). ``log`` receives the child's stdout and stderr.
     """
 
     name: str
@@ -211,7 +211,7 @@ def run_tasks(client: Any, tasks: Sequence[Task], limits: Limits,
                 lost = type(error).__name__ == "KilledWorker"
                 row = {"name": task.name, "status": "failed", "wall_s": None,
                        "peak_memory_gb": None,
-                       "error": ("its worker died twice (killed for memory?)" if lost
+                       "error": ("its worker died (killed for memory?)" if lost
                                  else f"{type(error).__name__}: {error}")}
             done += row["status"] == "ok"
             failed += row["status"] != "ok"

@@ -167,27 +167,38 @@ def _numeric(rows: Sequence[dict[str, Any]], name: str) -> list[float]:
 
 
 def _box_plots(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> bytes | None:
-    """One box plot per numeric measure of the planned patients (PNG), or None."""
+    """One box plot per numeric measure of the planned patients (PNG), the plan's and the
+    reference's side by side where both are given, or None when there is none."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     ok = [r for r in rows if r.get("status") == "ok"]
-    skip = {"hard_goals", "soft_goals"}
-    measures = [(n, v) for n in names if n not in skip and (v := _numeric(ok, n))]
-    if not measures:
+    plots: list[tuple[str, list[tuple[str, list[float]]]]] = []
+    for name in names:
+        if name in ("hard_goals", "soft_goals") or name.startswith("reference: "):
+            continue
+        values = _numeric(ok, name)
+        if not values:
+            continue
+        figure = name.removeprefix("plan: ")
+        reference = _numeric(ok, f"reference: {figure}") if figure != name else []
+        plots.append((figure, [("plan", values), ("reference", reference)] if reference
+                      else [("", values)]))
+    if not plots:
         return None
     cols = 4
-    nrows = math.ceil(len(measures) / cols)
+    nrows = math.ceil(len(plots) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
-    for ax, (name, values) in zip(axes.flat, measures):
-        ax.boxplot(values, widths=0.5)
-        ax.plot(np.ones(len(values)), values, ".", alpha=0.5)
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks([])
+    for ax, (title, boxes) in zip(axes.flat, plots):
+        ax.boxplot([values for _, values in boxes], widths=0.5)
+        for i, (_, values) in enumerate(boxes, start=1):
+            ax.plot(np.full(len(values), i), values, ".", alpha=0.5)
+        ax.set_xticks(range(1, len(boxes) + 1), [label for label, _ in boxes], fontsize=7)
+        ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(measures):]:
+    for ax in list(axes.flat)[len(plots):]:
         ax.axis("off")
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -200,6 +200,11 @@ def _remove_leftovers(out_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _report(name: str) -> str:
+    """The link to a patient's report, relative to the batch folder."""
+    return f"{name}/report/report.html"
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -222,12 +227,12 @@ def run(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, Any]] = {}
     tasks = []
     for e in entries:
-        head = {"name": e.name, "input": e.source, "report": f"{e.name}/report/report.html",
-                "log": f"{LOGS}/{e.name}.log"}
+        head = {"name": e.name, "input": e.source, "log": f"{LOGS}/{e.name}.log"}
         if (out / e.name / SUMMARY_FILE).is_file() and not args.force:
             before = earlier.get(e.name, {})
             rows[e.name] = before if before.get("status") == "ok" else {
-                **head, "status": "ok", "error": "", **patient_row(arguments[e.name])}
+                **head, "status": "ok", "error": "", "report": _report(e.name),
+                **patient_row(arguments[e.name])}
         else:
             rows[e.name] = {**head, "status": "not run", "error": ""}
             tasks.append(Task(e.name, plan_task, (arguments[e.name],),
@@ -240,8 +245,8 @@ def run(args: argparse.Namespace) -> int:
         with dask_client(options, _say) as (client, limits):
             for row in run_tasks(client, tasks, limits, _say):
                 name = row["name"]
-                kept = ("name", "input", "log") + (("report",) if row["status"] == "ok" else ())
-                rows[name] = {k: v for k, v in rows[name].items() if k in kept} | row
+                report = {"report": _report(name)} if row["status"] == "ok" else {}
+                rows[name] = {k: rows[name][k] for k in ("name", "input", "log")} | report | row
                 write_cohort(out, list(rows.values()))
     failed = [n for n, r in rows.items() if r["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} patients planned"

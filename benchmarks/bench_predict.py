@@ -10,7 +10,8 @@ Measures, on this machine (note what else runs: the numbers scale with free core
    another grid (resampled to the network grid and back), on the CPU and, if torch sees one, on a
    CUDA GPU.
 
-Weights are random (timings do not depend on them). Nothing is written.
+Training timings use random weights (timings do not depend on them), ``predict_dose`` the
+shipped ones (their number of members does). Nothing is written.
 
 Run: ``.venv/bin/python benchmarks/bench_predict.py [OPENKBP_PROVIDED_DATA] [--threads N]``.
 """
@@ -29,7 +30,7 @@ import torch
 from dose.grid import Grid
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
 from planner.predict.data import CHANNELS, augment, load_case, patient_folders, prepare_cache
-from planner.predict.infer import predict_dose, predict_inputs
+from planner.predict.infer import load_model, predict_dose, predict_inputs
 from planner.predict.model import DoseUNet
 from planner.predict.train import TrainConfig, _train_step
 
@@ -95,11 +96,11 @@ def main() -> None:
         possible_dose_mask=None)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
-        model = model.to(device).eval()
+        model = load_model(device=device)  # the shipped weights: one network or an ensemble
         predict_dose(patient, model)  # warm-up (CUDA context, allocator)
         own = _median_time(lambda: predict_dose(patient, model), 3)
         other = _median_time(lambda: predict_dose(moved, model), 3)
-        print(f"predict_dose on {device}: OpenKBP grid {own:.2f} s, other grid (resampled) "
+        print(f"predict_dose on {device} ({type(model).__name__}): OpenKBP grid {own:.2f} s, other grid (resampled) "
               f"{other:.2f} s per patient")
 
 

@@ -69,7 +69,8 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
                     structures: PlanningStructures | None = None) -> FluenceProblem:
     """Targets, goals and normal-tissue ring of ``patient`` under ``protocol``.
 
-    Targets and their goals act on the optimised volumes, the goals on ``Outside PTVs`` on the
+    Targets and their goals act on every other voxel (:func:`target_samples`) of the optimised
+    volumes, the goals on ``Outside PTVs`` on the
     body outside the targets (:mod:`planner.planning_structures`): its hot-spot and maximum goals
     on the voxels within ``HOT_SPOT_SHELL_MM`` of a target (where such doses can occur) but not
     touching one, and its mean over all of it, each on every ``ring_step``-th voxel along each
@@ -104,6 +105,11 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
     priority = [protocol.prescription_gy(n) or 0.0 for n in names]
     resolved = dict(zip(names, resolve_overlaps(masks, is_target, priority)))
     full = dict(zip(names, masks))
+    in_target = target_samples(patient.grid.shape)
+    for name, target in zip(names, is_target):
+        if target:
+            resolved[name] = resolved[name] & in_target
+            full[name] = full[name] & in_target
     distance = distance_from_targets(patient, structures)
     sampled = sampled_outside(structures, ring_step)
     # Voxels next to a target on a coarse grid are partly target (a resampled mask keeps a voxel
@@ -151,6 +157,15 @@ def sample_lattice(shape: tuple[int, ...], step: int) -> np.ndarray:
     return lattice
 
 
+def target_samples(shape: tuple[int, ...]) -> np.ndarray:
+    """``shape`` bool, True on every other voxel as on a 3-D checkerboard: the target voxels the
+    optimiser and the Dij keep. A target's dose varies little from one 3 mm voxel to the next, so
+    half of them give its DVH (OpenKBP pt_201: every goal within 0.5 Gy) for about two thirds of
+    the products' cost and of the Dij's rows."""
+    z, y, x = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return (z + y + x) % 2 == 0
+
+
 def sampled_outside(structures: PlanningStructures, step: int = RING_STEP) -> np.ndarray:
     """``Outside PTVs`` on every ``step``-th voxel along each axis: the normal tissue as the
     optimiser samples it (its dose only shapes the fall-off and the mean)."""
@@ -161,15 +176,17 @@ def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_ST
                     structures: PlanningStructures | None = None) -> np.ndarray:
     """``(nz, ny, nx)`` bool: the voxels whose beamlet dose the plan needs.
 
-    Every voxel of every structure the protocol names (except ``Outside PTVs``) and every
-    ``step``-th voxel along each axis of the rest of the grid. The Dij needs no other rows: the
-    final dose is computed from the segments.
+    Every voxel of every organ the protocol names, every other voxel of its targets
+    (:func:`target_samples`) and every ``step``-th voxel along each axis of the rest of the grid.
+    The Dij needs no other rows: the final dose is computed from the segments.
     """
     if structures is None:
         structures = planning_structures(patient, protocol)
     keep = sample_lattice(patient.grid.shape, step)
-    for name in structures.delineated.values():  # an optimised target lies within its own
-        keep |= patient.structure(name).mask
+    in_target = target_samples(patient.grid.shape)
+    for name, patient_name in structures.delineated.items():  # an optimised target lies
+        mask = patient.structure(patient_name).mask            # within its own
+        keep |= mask & in_target if protocol.structure(name).kind == "target" else mask
     return keep
 
 

@@ -26,7 +26,9 @@ TARGET_TYPES = ("ptv", "ctv", "gtv", "itv")
 _SIDES = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
 # Camel case, digits (with a decimal point) and punctuation split a name into words.
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+(?:\.\d+)?")
-_TARGET = re.compile(r"^(ptv|ctv|gtv|itv)[\s_.\-]*(\d+(?:\.\d+)?)?[\s_\-]*(cgy|gy)?(?![a-z])(.*)$")
+# A target's type, the number after it, the number's unit and the rest (on the lower-case name).
+_TARGET = re.compile(rf"^({'|'.join(TARGET_TYPES)})[\s_.\-]*(\d+(?:\.\d+)?)?[\s_\-]*(cgy|gy)?"
+                     r"(?![a-z])(.*)$")
 # Below it a bare number after a target type is an index, from CGY_FROM it is a dose in cGy.
 GY_FROM, CGY_FROM = 10.0, 200.0
 

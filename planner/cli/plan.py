@@ -15,7 +15,11 @@ import sys
 from pathlib import Path
 
 from planner.cli._numbers import positive, whole
-from planner.cli.protocol import add_protocol_options, choose_protocol
+from planner.cli.protocol import (
+    add_protocol_options,
+    choose_protocol,
+    command_line_prescriptions,
+)
 from planner.io import load_patient
 from planner.io._atomic import check_writable
 from planner.pipeline import plan_patient, summary_text
@@ -73,10 +77,11 @@ def _show(line: str, transient: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     out = args.out or Path("out") / Path(args.patient.replace(":", "_")).name
     patient, protocol = args.patient, args.protocol
-    if args.prescription:
+    prescriptions = command_line_prescriptions(args)
+    if prescriptions:
         check_writable(out, args.force)  # before the import, as plan_patient checks it
         patient = load_patient(args.patient)
-        protocol = choose_protocol(args, patient).protocol()
+        protocol = choose_protocol(args, patient, prescriptions).protocol()
     result = plan_patient(patient, protocol, out_dir=out, device=args.device,
                           beam_count=args.beams, beamlet_mm=args.beamlet_mm,
                           dose_grid_mm=args.dose_grid_mm,

@@ -17,7 +17,13 @@ from planner.io import load_patient
 from planner.io._atomic import check_writable, write_file_atomic
 from planner.patient import Patient
 from planner.pipeline import default_protocol
-from planner.prescription import ProtocolDraft, parse_prescription, protocol_draft, protocol_toml
+from planner.prescription import (
+    CommandLinePrescription,
+    ProtocolDraft,
+    parse_prescription,
+    protocol_draft,
+    protocol_toml,
+)
 from planner.protocol import protocol_table, read_protocol
 
 
@@ -41,9 +47,14 @@ def add_protocol_options(parser: argparse.ArgumentParser) -> None:
                              "--protocol: overrides that target's prescription")
 
 
-def choose_protocol(args: argparse.Namespace, patient: Patient) -> ProtocolDraft:
+def command_line_prescriptions(args: argparse.Namespace) -> list[CommandLinePrescription]:
+    """The ``--prescription`` options, read (before the patient is: a typo fails at once)."""
+    return [parse_prescription(text) for text in args.prescription]
+
+
+def choose_protocol(args: argparse.Namespace, patient: Patient,
+                    prescriptions: list[CommandLinePrescription]) -> ProtocolDraft:
     """The protocol ``args`` ask for, as a draft (notes printed on stderr as ``protocol:``)."""
-    prescriptions = [parse_prescription(text) for text in args.prescription]
     base = read_protocol(args.protocol) if args.protocol else None
     if prescriptions:
         draft = protocol_draft(patient, prescriptions, base=base)
@@ -76,10 +87,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prescriptions = command_line_prescriptions(args)
     if args.out is not None:
         check_writable(args.out, args.force)
     patient = load_patient(args.patient)
-    text = protocol_toml(choose_protocol(args, patient), patient) + "\n"
+    text = protocol_toml(choose_protocol(args, patient, prescriptions), patient) + "\n"
     if args.out is None:
         sys.stdout.write(text)
         return 0

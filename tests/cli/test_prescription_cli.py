@@ -18,14 +18,14 @@ from planner.io.dicom_patient import write_dicom_patient
 from planner.patient import Structure
 from planner.phantoms import cshape_phantom
 
-COARSE = ["--device", "cpu", "--beams", "3", "--beamlet-mm", "10", "--dose-grid-mm", "8",
-          "--max-segments", "3", "--no-seed"]
+COARSE = ["--device", "cpu", "--beams", "3", "--beamlet-mm", "10", "--dose-grid-mm", "10",
+          "--max-segments", "2", "--no-seed"]
 
 
 def _dicom_patient(folder, names: dict[str, str], extra: tuple[str, ...] = ()):
-    """The 6 mm C-shape with its PTV and core renamed (``names``) and small organs ``extra``
+    """The 8 mm C-shape with its PTV and core renamed (``names``) and small organs ``extra``
     (2 x 2 x 2 voxels at a corner of the body), written as CT + RTSTRUCT."""
-    patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
+    patient = cshape_phantom(voxel_mm=8.0, body_size_mm=(112.0, 144.0, 192.0), margin_mm=8.0)
     structures = [dataclasses.replace(s, name=names.get(s.name, s.name))
                   for s in patient.structures]
     body = patient.structure("BODY").mask

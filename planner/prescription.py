@@ -281,9 +281,10 @@ def protocol_draft(patient: Patient, prescriptions: Sequence[CommandLinePrescrip
 
     organs = read_organ_limits()
     candidates = [n for n in names if n not in found]
-    # The same matching as planning uses: a protocol of every organ in the table.
+    # The same matching as planning uses: a protocol of every organ in the table (an ambiguous
+    # name is the patient's to fix, so errors name the patient).
     every_organ = Protocol("organ limits", (), tuple(
-        StructureSpec(o.name, "organ", o.synonyms) for o in organs), (), str(ORGAN_LIMITS))
+        StructureSpec(o.name, "organ", o.synonyms) for o in organs), (), patient.source)
     mapping = map_structures(every_organ, candidates).mapping
     for organ in organs:
         if organ.name not in mapping:

@@ -26,7 +26,7 @@ def _patient(*names_kinds) -> Patient:
     mask = np.ones(grid.shape, dtype=bool)
     hu = np.zeros(grid.shape, dtype=np.float32)
     return Patient("p", grid, hu, hu + 1.0,
-                   tuple(Structure(n, k, mask) for n, k in names_kinds), ())
+                   tuple(Structure(n, k, mask) for n, k in names_kinds), (), source="p")
 
 
 HN = _patient(("BODY", "external"), ("PTV_7000", "target"), ("ptv 56gy", "target"),
@@ -116,7 +116,7 @@ def test_unknown_ambiguous_or_repeated_target_names_fail_clearly():
 def test_an_organ_spelled_twice_is_ambiguous():
     """Two variants of one standard name and neither the name itself: which is meant?"""
     patient = _patient(("PTV", "target"), ("Parotid L", "organ"), ("Lt_Parotid", "organ"))
-    with pytest.raises(InputError, match=r"structure 'Parotid_L' is ambiguous: it matches "
+    with pytest.raises(InputError, match=r"^p: structure 'Parotid_L' is ambiguous: it matches "
                                          r"'Parotid L' and 'Lt_Parotid'"):
         protocol_draft(patient, [parse_prescription("PTV=60/30")])
 

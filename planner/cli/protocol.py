@@ -53,8 +53,12 @@ def command_line_prescriptions(args: argparse.Namespace) -> list[CommandLinePres
 
 
 def choose_protocol(args: argparse.Namespace, patient: Patient,
-                    prescriptions: list[CommandLinePrescription]) -> ProtocolDraft:
-    """The protocol ``args`` ask for, as a draft (notes printed on stderr as ``protocol:``)."""
+                    prescriptions: list[CommandLinePrescription] | None = None
+                    ) -> ProtocolDraft:
+    """The protocol ``args`` ask for, as a draft (notes printed on stderr as ``protocol:``);
+    ``prescriptions``: ``args``' own, read already (:func:`command_line_prescriptions`)."""
+    if prescriptions is None:
+        prescriptions = command_line_prescriptions(args)
     base = read_protocol(args.protocol) if args.protocol else None
     if prescriptions:
         draft = protocol_draft(patient, prescriptions, base=base)

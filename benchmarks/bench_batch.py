@@ -89,7 +89,8 @@ def run_cohort(folders: Sequence[Path], workers: int, work: Path) -> dict[str, A
     ok = [r for r in rows if r["status"] == "ok"]
     return {"workers": workers, "rc": rc, "wall_s": wall, "planned": len(ok),
             "failed": len(rows) - len(ok),
-            "sum_patient_wall_s": sum(float(r["wall_s"]) for r in ok),
+            # A patient that failed after planning (its row) still spent its time.
+            "sum_patient_wall_s": sum(float(r["wall_s"]) for r in rows if r["wall_s"]),
             "sum_plan_total_s": sum(float(r["total_s"]) for r in ok),
             "max_patient_wall_s": max((float(r["wall_s"]) for r in ok), default=math.nan),
             "peak_memory_gb": max((float(r["peak_memory_gb"]) for r in ok), default=math.nan),

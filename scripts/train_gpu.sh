@@ -61,13 +61,14 @@ elif [[ "$INIT" == none ]]; then
 else
     start=(--init "$INIT")
 fi
-# SIGINT at the time limit: planner stops between checkpoints' writes (each is atomic), so the
-# last finished epoch is kept and the next run resumes from it.
+# SIGTERM at the time limit (SIGINT would be ignored where the script runs in the background):
+# each checkpoint is written under a temporary name and renamed, so the last finished epoch is
+# kept and the next run resumes from it.
 status=0
-timeout --signal=INT "${TIME_LIMIT_S:-600}" "$PYTHON" -m planner train "$DATA_DIR" --out "$RUN" \
+timeout --signal=TERM --kill-after=30 "${TIME_LIMIT_S:-600}" "$PYTHON" -m planner train "$DATA_DIR" --out "$RUN" \
     --cache "$OUT_DIR/cache" --device auto --crop 0 --lr 5e-5 --epochs 30 --seed 2 \
     "${start[@]}" "$@" 2>&1 | tee -a "$LOG" || status=$?
-if [[ $status -eq 124 || $status -eq 130 ]]; then
+if [[ $status -eq 124 || $status -eq 137 ]]; then
     echo "stopped at the time limit (${TIME_LIMIT_S:-600} s): run the same command again to resume" \
         | tee -a "$LOG"
 elif [[ $status -ne 0 ]]; then

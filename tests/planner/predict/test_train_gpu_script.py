@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,14 @@ def data(openkbp_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a job started in the background
+
+
 def _run(*args: str, limit_s: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "INIT": "none", "TIME_LIMIT_S": str(limit_s)}
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, preexec_fn=_ignore_interrupts)
 
 
 @pytest.mark.slow
@@ -46,7 +51,8 @@ def test_script_trains_resumes_and_scores(data: Path, tmp_path: Path, cache_dir:
     assert "resuming" in second.stdout and "epoch 2/2" in second.stdout
     assert len(json.loads((out / "run" / "history.json").read_text())) == 2
     assert "finished" in (out / "train_gpu.log").read_text()
-    # stopped at the time limit: says so, keeps what it has, exits 0 so that a rerun resumes
+    # stopped at the time limit, even with SIGINT ignored: says so, exits 0 so that a rerun
+    # resumes
     stopped = _run(str(data), str(tmp_path / "short"), str(wheels), *tiny, limit_s=1)
     assert stopped.returncode == 0 and "stopped at the time limit (1 s)" in stopped.stdout
     missing = _run(str(data), str(out), str(tmp_path / "nowhere"))

@@ -277,6 +277,23 @@ def test_normalisation_scales_the_main_target_d95_to_its_prescription(protocol_f
     assert after[1].value == pytest.approx(cold_gy / 1.05, rel=1e-4) and after[1].met
 
 
+def test_normalisation_leaves_a_d95_just_above_the_prescription(protocol_file):
+    """D95 0.4 % above 50 Gy (50.2 Gy) is within the tolerance: not scaled, and said so;
+    0.6 % above (50.3 Gy) is scaled down to 50 Gy."""
+    patient, dose = _normalise_case(52.5)
+    protocol = read_protocol(protocol_file(NORMALISE_PROTOCOL))
+    structures = planning_structures(patient, protocol)
+    for d95, expected in ((50.2, 1.0), (50.3, 50.0 / 50.3)):
+        scaled = dose * np.float32(d95 / 52.5)
+        goals = evaluate_protocol(patient, scaled, protocol, structures=structures)
+        scale, message = normalisation_scale(patient, patient.grid, scaled, protocol,
+                                             structures, goals)
+        assert scale == pytest.approx(expected, rel=2e-5)
+        if expected == 1.0:
+            assert message == ("PTV D95 at its prescription 50 Gy, or up to 0.5 % above it: "
+                               "D95 50.20 Gy, not scaled")
+
+
 def test_normalised_d95_reads_met_on_a_dose_grid_of_its_own(protocol_file):
     """The dose on a 6 mm grid (uniform random 51-54 Gy, 40 draws), read on the 3 mm CT grid by
     trilinear interpolation: interpolating the scaled dose is not exactly scaling the

@@ -6,8 +6,8 @@ from dose.dij import DoseInfluence, compute_dij
 from dose.gamma import gamma_index, gamma_pass_rate
 from dose.grid import Grid
 from dose.machine import Machine, load_machine
-from dose.segments import (Segment, open_field, segment_dose, segment_dose_matrix,
-                           segments_fluence)
+from dose.segments import (Segment, field_voxels, open_field, segment_dose,
+                           segment_dose_matrix, segments_fluence)
 
 __all__ = [
     "Beam",
@@ -21,6 +21,7 @@ __all__ = [
     "compute_dij",
     "coplanar_beams",
     "equispaced_beams",
+    "field_voxels",
     "gamma_index",
     "gamma_pass_rate",
     "load_beam_model",

@@ -61,8 +61,8 @@ import numpy as np
 import scipy.ndimage
 
 import planner
-from dose import (Segment, beamlets_covering, compute_dij, equispaced_beams, load_beam_model,
-                  load_machine, segment_dose, segment_dose_matrix)
+from dose import (Segment, beamlets_covering, compute_dij, equispaced_beams, field_voxels,
+                  load_beam_model, load_machine, segment_dose, segment_dose_matrix)
 from dose._xp import array_module, resolve_device, to_device
 from dose.beams import BeamSet
 from dose.grid import Grid
@@ -897,6 +897,8 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                                regularisers=[smoothness_regulariser(beamset)],
                                time_limit_s=time_limit_s, progress=on_iteration,
                                structures=dose_structures, **seeding)
+    dij_nonzeros = int(D.nnz)
+    del D, dij  # a head-and-neck Dij is 1-2 GB; the steps after the fluence do not need it
     result = fluence.result
     for s in result.steps:
         say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} goals "
@@ -935,23 +937,26 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     step("segment weights", f"{weights.iterations} iterations ({weights.stop_reason}); "
                             f"{int(np.count_nonzero(weights.x))} of {w0.size} segments kept")
 
+    # The fields' ray tracing, once for every dose of these segments (at whatever MU).
+    traced = field_voxels(density, patient.grid, dose_grid, field_beams, per_field, machine,
+                          model, dose_mask=calculated)
+
     def deliver(mu: np.ndarray) -> tuple[list[PlanBeam], np.ndarray, tuple[GoalRow, ...]]:
         """Plan beams (MU per fraction), the exported dose (the dose engine on the delivered
-        apertures and MU, all fractions) and its goal table, for segment MU ``mu``."""
-        plan_beams, final_beams, final_segments, k = [], [], [], 0
+        apertures and MU, all fractions) and its goal table, for segment MU ``mu`` (a segment
+        at 0 MU is not delivered)."""
+        plan_beams, weighted, k = [], [], 0
         for f, name, segs in zip(sequences, names, per_field):
-            kept = []
-            for seg in segs:
-                if mu[k] > 0:
-                    kept.append(dataclasses.replace(seg, mu=float(mu[k])))
-                k += 1
+            weighted.append([dataclasses.replace(seg, mu=float(m))
+                             for seg, m in zip(segs, mu[k:k + len(segs)])])
+            k += len(segs)
+            kept = [seg for seg in weighted[-1] if seg.mu > 0]
             if kept:
-                final_beams.append(beams[f.beam])
-                final_segments.append(kept)
                 plan_beams.append(PlanBeam(name, beams[f.beam], tuple(
                     dataclasses.replace(seg, mu=seg.mu / fractions) for seg in kept)))
-        dose = to_device(segment_dose(density, patient.grid, dose_grid, final_beams,
-                                      final_segments, machine, model, dose_mask=calculated), "cpu")
+        dose = to_device(segment_dose(density, patient.grid, dose_grid, field_beams, weighted,
+                                      machine, model, dose_mask=calculated, voxels=traced),
+                         "cpu")
         return plan_beams, dose, evaluate_protocol(
             patient, resample_dose(dose, dose_grid, patient.grid), protocol,
             structures=ct_structures)
@@ -1027,7 +1032,7 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
         "device": device, "fractions": fractions, "fraction_dose_cgy": fraction_dose_cgy,
         "grid": {"ct": _grid_json(patient.grid), "dose": _grid_json(dose_grid)},
         "isocenter_xyz_mm": [round(v, 2) for v in iso], "beamlet_mm": beamlet_mm,
-        "beamlets": beamset.n_beamlets, "dij_nonzeros": int(D.nnz),
+        "beamlets": beamset.n_beamlets, "dij_nonzeros": dij_nonzeros,
         "seed": seed_note, "conflicts": [c.explanation for c in conflicts],
         "optimisation": {"iterations": result.iterations, "stopped_by": result.stopped_by,
                          # As used in the end: lowered where the hard goals needed it.

@@ -66,3 +66,39 @@ def test_segment_dose_matrix_columns_sum_to_segment_dose():
     total = segment_dose(density, grid, grid, beams, segments, machine, model).ravel()
     np.testing.assert_allclose(matrix @ mu, total[index], rtol=1e-4, atol=1e-6 * total.max())
     assert matrix.shape == (index.size, 3) and index.size == grid.size
+
+
+def test_traced_fields_reused_at_other_mu_give_the_same_dose():
+    """``field_voxels`` traced once and passed to ``segment_dose`` for two sets of MU (one with a
+    segment at 0 MU) give the doses traced afresh; the dose is linear in the MU, and a field
+    whose segments are all at 0 MU gives none."""
+    from dose import Beam, Grid, field_voxels, load_beam_model, segment_dose
+
+    machine, model = load_machine(), load_beam_model()
+    grid = Grid((-40.0, 2.0, -40.0), (4.0, 4.0, 4.0), (21, 30, 21))
+    density = np.ones(grid.shape, np.float32)
+    density[:, 10:14, :] = 0.3  # a slab of lung: the tracing matters
+    beams = [Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)), Beam(90.0, 0.0, 0.0, (0.0, 60.0, 0.0))]
+    leaves = np.tile([-10.0, 15.0], (machine.n_leaf_pairs, 1))
+    shapes = [[open_field(machine, (-20.0, 20.0), (-20.0, 20.0), 1.0),
+               Segment((-20.0, 20.0), (-10.0, 10.0), leaves, 1.0)],
+              [open_field(machine, (-15.0, 15.0), (-30.0, 30.0), 1.0)]]
+    traced = field_voxels(density, grid, grid, beams, shapes, machine, model)
+
+    def at(mu):
+        return [[Segment(s.jaw_x_mm, s.jaw_y_mm, s.leaf_positions_mm, m)
+                 for s, m in zip(field, field_mu)] for field, field_mu in zip(shapes, mu)]
+
+    for mu in ([[2.0, 3.0], [1.5]], [[0.0, 3.0], [0.0]]):
+        fresh = segment_dose(density, grid, grid, beams, at(mu), machine, model)
+        reused = segment_dose(density, grid, grid, beams, at(mu), machine, model, voxels=traced)
+        np.testing.assert_array_equal(reused, fresh)
+    doubled = segment_dose(density, grid, grid, beams, at([[4.0, 6.0], [3.0]]), machine, model,
+                           voxels=traced)
+    once = segment_dose(density, grid, grid, beams, at([[2.0, 3.0], [1.5]]), machine, model,
+                        voxels=traced)
+    np.testing.assert_allclose(doubled, 2.0 * once, rtol=1e-5, atol=1e-7 * once.max())
+    only_first = segment_dose(density, grid, grid, beams[:1], at([[2.0, 3.0]]), machine, model)
+    np.testing.assert_allclose(
+        segment_dose(density, grid, grid, beams, at([[2.0, 3.0], [0.0]]), machine, model,
+                     voxels=traced), only_first, rtol=1e-6)

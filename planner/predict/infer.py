@@ -127,7 +127,7 @@ def predict_inputs(model: DoseModel, inputs: np.ndarray | torch.Tensor, *,
     one-voxel shift on every axis changes it, and the mean of the views has less error. On the
     15 validation patients, dose / DVH score in Gy: the weights trained on crops (epoch 112) one
     pass 3.468 / 2.136, the mirror pair 3.396 / 2.058, the 6 views 3.361 / 2.035, all 27 shifts
-    of -1..1 voxel with their mirrors (54 passes) 3.354 / 2.028; the shipped weights (then
+    of -1..1 voxel with their mirrors (54 passes) 3.354 / 2.028; the weights of f5e3c3c (then
     fine-tuned on whole volumes) one pass 3.342 / 2.103, the mirror pair 3.280 / 2.044, the 6
     views 3.246 / 2.049. The mean is the same for a mirrored patient, mirrored (each shift acts
     in the network's frame of both images). Costs 6 passes.

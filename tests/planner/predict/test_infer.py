@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,7 +186,16 @@ def test_shipped_model_matches_its_card():
     card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert card["sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
     assert DEFAULT_MODEL.stat().st_size <= 30e6
-    assert load_model(DEFAULT_MODEL).config() == card["config"]
+    model = load_model(DEFAULT_MODEL)
+    assert model.config() == card["config"]
+    assert card["parameters"] == sum(p.numel() for p in model.parameters())
+    # the data by split and patient ID, never a machine path; what trained it, how long, scores
+    assert all(pt.startswith("pt_") for split in ("train", "validation")
+               for pt in card["data"][split])
+    assert not re.search(r'"(/|[A-Za-z]:\\)', json.dumps(card))
+    assert card["hardware"] and card["training_s"] > 0 and card["date"]
+    for split in ("validation_view_average", "test"):
+        assert set(card["scores"][split]) >= {"dose_score_gy", "dvh_score_gy", "command"}
 
 
 def test_shipped_model_predicts_validation_patients(openkbp_dir: Path):

@@ -110,8 +110,13 @@ def write_plan_dicom(out_dir: str | Path, patient: Patient, beams: Sequence[Plan
             # The temporary folder is still empty: write_dicom_patient replaces it, atomically,
             # by one holding the CT series and the structure set.
             references = write_dicom_patient(with_body_outline(patient), folder, overwrite=True)
+        # The outline the SSD is traced on: the body as the data gives it, else the CT's
+        # voxels denser than air.
+        body = patient.body_mask()
         plan_uid = write_rt_plan(folder / RT_PLAN_FILE, beams, machine, references,
-                                 fractions=fractions, **plan_options)
+                                 fractions=fractions,
+                                 body=(patient.hu > -400.0 if body is None else body,
+                                       patient.grid), **plan_options)
         dose_uid = write_rt_dose(folder / RT_DOSE_FILE, dose_gy, dose_grid, references,
                                  rt_plan_sop_instance_uid=plan_uid, bits_allocated=dose_bits)
     return PlanFiles(Path(out_dir), references, plan_uid, dose_uid, wrote_images=not own)

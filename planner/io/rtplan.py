@@ -6,7 +6,11 @@ structure set it was made on, Patient Setup, RT Prescription, Tolerance Table, F
 with every beam's meterset, and RT Beams: BeamType STATIC, jaws (ASYMX, ASYMY) and MLC (MLCX),
 two control points per segment (the meterset of the segment is delivered between them, the
 leaves move between pairs with the beam off), the full collimator state in every control point,
-and cumulative meterset weights from 0 to 1.
+and cumulative meterset weights from 0 to 1. Every control point also carries the gantry and
+collimator angles (DICOM requires them in the first only, or where they change; a static beam's
+repeat them unchanged, which some readers, e.g. PyDoseRT, expect) and, given the patient's body,
+the Source to Surface Distance along the central axis (:func:`source_to_surface_mm`), as clinical
+planning systems write it.
 
 What is read: step-and-shoot beams labelled STATIC (as written here) or DYNAMIC (as e.g.
 Eclipse exports step-and-shoot IMRT), the same sequence either way: each interval between two
@@ -26,10 +30,13 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import scipy.ndimage
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dose.beams import Beam
+from dose.geometry import source_position_xyz_mm
+from dose.grid import Grid
 from dose.machine import Machine
 from dose.segments import Segment
 from planner.errors import InputError
@@ -198,8 +205,51 @@ def _tolerance_dataset(table: ToleranceTable) -> Dataset:
     return ds
 
 
+def source_to_surface_mm(body_mask: np.ndarray, grid: Grid, beam: Beam, sad_mm: float, *,
+                         step_mm: float = 0.5) -> float | None:
+    """Distance from the source to the body surface along a beam's central axis, mm.
+
+    The mask is sampled trilinearly every ``step_mm`` from the source towards the isocentre and
+    beyond it; the surface is where the sampled mask first reaches 0.5 (the voxel boundary),
+    interpolated linearly between the two samples around it.
+
+    Parameters
+    ----------
+    body_mask : (nz, ny, nx) bool array
+        The patient's outline (external contour) on ``grid``.
+    grid : Grid
+    beam : Beam
+    sad_mm : float, mm
+        Source-axis distance.
+    step_mm : float, mm
+
+    Returns
+    -------
+    float or None
+        The SSD, mm; None when the central axis misses the body.
+    """
+    source = source_position_xyz_mm(beam.gantry_deg, beam.collimator_deg, beam.couch_deg,
+                                     beam.isocenter_xyz_mm, sad_mm)
+    direction = (np.asarray(beam.isocenter_xyz_mm) - source) / sad_mm
+    # Far enough past the isocentre to cross the whole grid whatever the isocentre's place.
+    reach = sad_mm + float(np.linalg.norm(np.subtract(*grid.extent_mm())))
+    distance = np.arange(0.0, reach, step_mm)
+    points_zyx = (source + distance[:, None] * direction)[:, ::-1]
+    index = (points_zyx - np.asarray(grid.origin_mm)) / np.asarray(grid.spacing_mm)
+    inside = scipy.ndimage.map_coordinates(body_mask.astype(np.float32), index.T, order=1,
+                                           mode="constant", cval=0.0)
+    hit = np.flatnonzero(inside >= 0.5)
+    if not hit.size:
+        return None
+    k = int(hit[0])
+    if k == 0:
+        return 0.0
+    a, b = float(inside[k - 1]), float(inside[k])
+    return float(distance[k - 1] + step_mm * (0.5 - a) / (b - a))
+
+
 def _beam_dataset(number: int, plan_beam: PlanBeam, machine: Machine, machine_name: str,
-                  energy_mv: float, dose_rate: float) -> Dataset:
+                  energy_mv: float, dose_rate: float, ssd_mm: float | None) -> Dataset:
     beam = plan_beam.beam
     ds = Dataset()
     ds.BeamNumber = number
@@ -231,9 +281,13 @@ def _beam_dataset(number: int, plan_beam: PlanBeam, machine: Machine, machine_na
             if not points:
                 cp.NominalBeamEnergy = format_ds(energy_mv)
                 cp.DoseRateSet = format_ds(dose_rate)
-                cp.GantryAngle = format_ds(beam.gantry_deg % 360)
+            # Repeated in every control point: the beam is static, so nothing changes.
+            cp.GantryAngle = format_ds(beam.gantry_deg % 360)
+            cp.BeamLimitingDeviceAngle = format_ds(beam.collimator_deg % 360)
+            if ssd_mm is not None:
+                cp.SourceToSurfaceDistance = format_ds(ssd_mm)
+            if not points:
                 cp.GantryRotationDirection = "NONE"
-                cp.BeamLimitingDeviceAngle = format_ds(beam.collimator_deg % 360)
                 cp.BeamLimitingDeviceRotationDirection = "NONE"
                 cp.PatientSupportAngle = format_ds(beam.couch_deg % 360)
                 cp.PatientSupportRotationDirection = "NONE"
@@ -259,7 +313,7 @@ def write_rt_plan(path: str | Path, beams: Sequence[PlanBeam], machine: Machine,
                   dose_rate_mu_per_min: float | None = None,
                   tolerance_table: ToleranceTable = ToleranceTable(),
                   sop_instance_uid: str | None = None, series_number: int = 1,
-                  overwrite: bool = False) -> str:
+                  body: tuple[np.ndarray, Grid] | None = None, overwrite: bool = False) -> str:
     """Write a step-and-shoot IMRT plan as a DICOM RT Plan file (atomically).
 
     Parameters
@@ -285,6 +339,9 @@ def write_rt_plan(path: str | Path, beams: Sequence[PlanBeam], machine: Machine,
     sop_instance_uid : str, optional
         UID of the new RT Plan (a new one by default).
     series_number : int
+    body : ((nz, ny, nx) bool array, Grid), optional
+        The patient's outline and its grid: each beam's Source to Surface Distance is traced
+        on it (:func:`source_to_surface_mm`) and written in its control points.
     overwrite : bool
         Replace an existing file.
 
@@ -372,7 +429,8 @@ def write_rt_plan(path: str | Path, beams: Sequence[PlanBeam], machine: Machine,
         _beam_dataset(number, b, machine, machine_name or machine.name,
                       machine.nominal_energy_mv if energy_mv is None else energy_mv,
                       machine.dose_rate_mu_per_min if dose_rate_mu_per_min is None
-                      else dose_rate_mu_per_min)
+                      else dose_rate_mu_per_min,
+                      None if body is None else source_to_surface_mm(*body, b.beam, machine.sad_mm))
         for number, b in enumerate(beams, start=1)]
     ds.ApprovalStatus = "UNAPPROVED"
 

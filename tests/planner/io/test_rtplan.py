@@ -24,7 +24,13 @@ from dynamic_encoding import as_dynamic_step_and_shoot
 from optim.sequencing import sequence_leaves
 from planner.errors import InputError
 from planner.io.rtdose import write_rt_dose
-from planner.io.rtplan import PlanBeam, ToleranceTable, read_rt_plan, write_rt_plan
+from planner.io.rtplan import (
+    PlanBeam,
+    ToleranceTable,
+    read_rt_plan,
+    source_to_surface_mm,
+    write_rt_plan,
+)
 from planner.patient import DicomReferences, Prescription
 from reference_readers import dicompyler
 
@@ -66,8 +72,21 @@ def beams() -> list[PlanBeam]:
             for i, g in enumerate((0.0, 40.0, 320.0))]
 
 
+def box_body(half_xyz_mm: tuple[float, float, float]) -> tuple[np.ndarray, Grid]:
+    """A box of voxels centred on the isocentre, on a 2.5 mm grid 150 mm each way from it:
+    voxels whose centres lie within ``half_xyz_mm`` (x, y, z) of the isocentre; its faces lie
+    half a voxel (1.25 mm) beyond those centres."""
+    iso_zyx = np.array(ISOCENTRE[::-1])
+    grid = Grid(tuple(iso_zyx - 150.0), (2.5, 2.5, 2.5), (121, 121, 121))
+    offsets = [np.abs(a - c) for a, c in zip(grid.axes_mm(), iso_zyx)]
+    z, y, x = np.meshgrid(*(o <= h + 1e-6 for o, h in zip(offsets, half_xyz_mm[::-1])),
+                          indexing="ij")
+    return z & y & x, grid
+
+
 def write(path, beams, refs, **kwargs):
     kwargs.setdefault("fractions", 35)
+    kwargs.setdefault("body", box_body((100.0, 80.0, 140.0)))
     kwargs.setdefault("prescriptions", [Prescription("PTV70", 70.0, 35)])
     return write_rt_plan(path, beams, MACHINE, refs, **kwargs)
 
@@ -133,10 +152,34 @@ def test_dicom_structure(tmp_path, beams, refs):
         np.testing.assert_allclose([float(v) for v in first.IsocenterPosition], ISOCENTRE)
         for k, cp in enumerate(points):
             assert cp.ControlPointIndex == k
+            # Static beams: the angles and the SSD of the first control point in every one.
+            assert float(cp.GantryAngle) == wrote.beam.gantry_deg
+            assert float(cp.BeamLimitingDeviceAngle) == 0.0
+            assert cp.SourceToSurfaceDistance == first.SourceToSurfaceDistance
             positions = {d.RTBeamLimitingDeviceType: d.LeafJawPositions
                          for d in cp.BeamLimitingDevicePositionSequence}
             assert len(positions["ASYMX"]) == 2 and len(positions["ASYMY"]) == 2
             assert len(positions["MLCX"]) == 120
+
+
+def test_source_to_surface_distance_to_the_box_faces(tmp_path, beams, refs):
+    """The box's faces lie 81.25 mm (y) and 101.25 mm (x) from the isocentre. Gantry 0 enters
+    the anterior face (-y): SSD 1000 - 81.25; gantry 90 the left face (+x): 1000 - 101.25;
+    gantry 320 the anterior face at 40 degrees: 1000 - 81.25 / cos 40 (its left-right offset
+    there, 68.2 mm, is inside the box). Hand values; the surface is interpolated between samples
+    0.5 mm apart, hence 0.05 mm."""
+    body, grid = box_body((100.0, 80.0, 140.0))
+    expected = {0.0: 918.75, 90.0: 898.75, 320.0: 1000.0 - 81.25 / np.cos(np.radians(40.0))}
+    for gantry, ssd in expected.items():
+        assert source_to_surface_mm(body, grid, Beam(gantry, 0.0, 0.0, ISOCENTRE), 1000.0) \
+            == pytest.approx(ssd, abs=0.05)
+    assert source_to_surface_mm(np.zeros_like(body), grid, Beam(0.0, 0.0, 0.0, ISOCENTRE),
+                                1000.0) is None  # the central axis misses an empty body
+    write(tmp_path / "plan.dcm", beams, refs)
+    ds = pydicom.dcmread(tmp_path / "plan.dcm")
+    assert [float(b.ControlPointSequence[0].SourceToSurfaceDistance) for b in ds.BeamSequence] \
+        == pytest.approx([expected[0.0], 1000.0 - 81.25 / np.cos(np.radians(40.0)),
+                          expected[320.0]], abs=0.05)
 
 
 def test_configurable_delivery(tmp_path, beams, refs):

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: example test test-pydicom3
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0: on machines without a GPU this resolves to the local CPU wheel.

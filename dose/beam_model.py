@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from dose._data import DATA_DIR
 from dose._xp import array_module, fft_module, ndimage_module
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_BEAM_MODEL = DATA_DIR / "beam_model" / "generic_6mv.toml"
 WATER_TABLE = DATA_DIR / "beam_model" / "water_attenuation.csv"
 CALIBRATION_DEPTH_MM = 15.0

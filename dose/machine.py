@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from dose._data import DATA_DIR
+
 DEFAULT_MACHINE = DATA_DIR / "machines" / "generic_6mv.toml"
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+from dose._data import DATA_DIR
+
 AIR_DENSITY_G_CM3 = 0.0012  # dry air at 20 C, 101.3 kPa (NIST)
 
 

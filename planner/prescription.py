@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dose._data import DATA_DIR
 from planner.errors import InputError
 from planner.names import find_one
 from planner.patient import Patient
@@ -51,7 +52,7 @@ from planner.protocol import (
     protocol_table,
 )
 
-ORGAN_LIMITS = Path(__file__).resolve().parent.parent / "data" / "organ_limits.toml"
+ORGAN_LIMITS = DATA_DIR / "organ_limits.toml"
 CONVENTIONAL_GY_PER_FRACTION = (1.8, 2.2)
 MAX_CONVERTED_GY_PER_FRACTION = 5.0
 REFERENCE_GY_PER_FRACTION = 2.0  # EQD2: the dose in 2 Gy fractions

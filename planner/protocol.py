@@ -47,12 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dose._data import DATA_DIR
 from optim.autoplan import PlanGoal
 from planner.errors import InputError
 from planner.names import matching, one_of
 from planner.patient import Prescription
 
-PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "data" / "protocols"
+PROTOCOL_DIR = DATA_DIR / "protocols"
 
 #: The derived structure every protocol has goals on: the body outside every prescribed target
 #: (:func:`planner.planning_structures.planning_structures` makes its mask).

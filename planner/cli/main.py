@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from planner import __version__
 from planner.cli import (batch, check, commission, convert, dvh, evaluate_prediction, info,
                          optimize, plan, protocol, review, train)
 from planner.cli._warnings import warnings_to_stderr
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="planner",
         description="Open-source 6 MV IMRT treatment planning from CT and RT Structure Set.",
     )
+    parser.add_argument("--version", action="version", version=f"planner {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dose._data import DATA_DIR
 from dose.grid import Grid
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
@@ -27,8 +28,7 @@ from planner.predict.data import MIRRORED_CHANNELS, encode_inputs
 from planner.predict.model import DoseEnsemble, DoseModel, DoseUNet
 from planner.predict.scope import openkbp_organs, prescribed_targets, unsupported_reason
 
-DEFAULT_MODEL = (Path(__file__).resolve().parent.parent.parent / "data" / "models"
-                 / "openkbp_unet.pt")
+DEFAULT_MODEL = DATA_DIR / "models" / "openkbp_unet.pt"
 #: OpenKBP median voxel size (data README: slices 2.5 mm, pixels 3.9 mm), (dz, dy, dx) mm.
 NETWORK_SPACING_MM = (2.5, 3.906, 3.906)
 #: Voxel sizes seen in training (data README: pixels 1.95-5.42 mm, slices 1.5-3.3 mm); a 128^3

@@ -47,7 +47,13 @@ from dose.gamma import gamma_index, gamma_statistics
 from dose.grid import Grid
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
-from planner.io._dicom import CT_IMAGE_STORAGE, RT_STRUCTURE_SET_STORAGE, read_dicom, read_header
+from planner.io._dicom import (
+    CT_IMAGE_STORAGE,
+    MANUFACTURER,
+    RT_STRUCTURE_SET_STORAGE,
+    read_dicom,
+    read_header,
+)
 from planner.io.dicom_patient import read_dicom_patient
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import RtPlan, beam_on_intervals, read_rt_plan
@@ -122,6 +128,8 @@ class CheckResult:
         The recomputed dose of the whole plan (numpy).
     gamma : (nz, ny, nx) float32 array
         Gamma per voxel of the RT Dose (NaN below the threshold).
+    dose_manufacturer : str
+        Manufacturer of the RT Dose (the system whose engine computed it), "" if not given.
     """
 
     files: CheckFiles
@@ -134,6 +142,13 @@ class CheckResult:
     dose_grid: Grid
     recomputed_dose_gy: np.ndarray = field(repr=False)
     gamma: np.ndarray = field(repr=False)
+    dose_manufacturer: str = ""
+
+    @property
+    def same_engine(self) -> bool:
+        """Whether the RT Dose was computed by planner, whose engine the check uses: the check
+        then verifies the export (apertures, MU, geometry), not the dose algorithm."""
+        return self.dose_manufacturer == MANUFACTURER
 
     @property
     def fail_share(self) -> float:
@@ -461,7 +476,19 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
                        structures=differences, normalisation_gy=normalisation_gy,
                        normalisation=normalisation, dose_grid=dose_grid,
                        recomputed_dose_gy=recomputed,
-                       gamma=np.asarray(to_device(gamma, "cpu")))
+                       gamma=np.asarray(to_device(gamma, "cpu")),
+                       dose_manufacturer=str(header.get("Manufacturer", "") or ""))
+
+
+def engine_note(result: CheckResult) -> str:
+    """One line: whose engine computed the RT Dose, and so how independent the check is."""
+    if result.same_engine:
+        return ("engine    the RT Dose was computed by planner, the engine of this check: it "
+                "verifies the export (apertures, MU, geometry), not the dose algorithm")
+    made_by = (f"{result.dose_manufacturer!r}" if result.dose_manufacturer
+               else "a system that does not name itself (no Manufacturer)")
+    return (f"engine    the RT Dose was computed by {made_by}; planner's engine recomputed it "
+            "(an independent dose algorithm)")
 
 
 def format_check(result: CheckResult) -> str:
@@ -472,6 +499,7 @@ def format_check(result: CheckResult) -> str:
              f"RT Dose   {result.files.rtdose}",
              f"RTSTRUCT  {result.files.rtstruct}",
              f"CT        {result.files.ct}",
+             engine_note(result),
              f"gamma {GAMMA_DOSE_PERCENT:g} %/{GAMMA_DTA_MM:g} mm (global, "
              f"{100 * GAMMA_THRESHOLD:g} % threshold, {result.points} points): "
              f"{100 * result.pass_rate:.1f} % pass, {100 * result.fail_share:.1f} % with "
@@ -516,6 +544,8 @@ def check_summary(result: CheckResult) -> dict[str, Any]:
                         "difference_percent": result.difference_percent(s, attribute)}
                 for label, attribute in DVH_METRICS}}
             for s in result.structures],
+        "rt_dose_manufacturer": result.dose_manufacturer,
+        "same_engine": result.same_engine,
         "tolerance": TG218_TOLERANCE,
         "passed": result.passed,
     }

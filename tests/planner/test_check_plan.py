@@ -26,7 +26,7 @@ from planner.errors import InputError
 from planner.io.openkbp import read_openkbp_patient
 from planner.io.plan_dicom import write_plan_dicom
 from planner.io.rtplan import PlanBeam
-from planner.pipeline import DICOM_FOLDER, plan_patient
+from planner.plan import DICOM_FOLDER, plan_patient
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,17 @@ def test_round_trip_passes(exported, case):
     np.testing.assert_allclose(result.recomputed_dose_gy, dose, atol=0.005 * dose.max())
     text = format_check(result)
     assert "PASS" in text and "D0.1cc" in text
+    # planner's own RT Dose: the output says the same engine recomputed it.
+    assert result.same_engine
+    assert "the RT Dose was computed by planner, the engine of this check" in text
+
+
+def test_another_systems_dose_is_an_independent_check(copy):
+    edit(copy / "RD.dcm", lambda ds: setattr(ds, "Manufacturer", "Other TPS"))
+    result = check_plan(copy / "RP.dcm")
+    assert not result.same_engine
+    assert ("the RT Dose was computed by 'Other TPS'; planner's engine recomputed it (an "
+            "independent dose algorithm)") in format_check(result)
 
 
 def test_output_error_fails(case, tmp_path):
@@ -288,7 +299,7 @@ def test_openkbp_round_trip(openkbp_dir, tmp_path):
 @pytest.mark.slow
 def test_planner_plan_output_passes(tmp_path):
     """The folder ``planner plan`` writes (CI-sized C-shape plan, as tests/planner/
-    test_pipeline.py runs it) passes its own check."""
+    test_plan_patient.py runs it) passes its own check."""
     out = tmp_path / "run"
     plan_patient("example:cshape", "tg119_c_shape", out_dir=out, device="cpu", beam_count=5,
                  beamlet_mm=10.0, dose_grid_mm=8.0, max_segments_per_beam=5)

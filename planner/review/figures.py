@@ -12,11 +12,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import matplotlib
 import numpy as np
+import scipy.ndimage
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
@@ -27,7 +31,13 @@ from planner.review.goals import GoalRow
 
 #: Isodose levels drawn on the slices, % of the reference dose (the usual clinical set).
 ISODOSE_PERCENT = (30, 50, 80, 95, 100, 107)
-_ISODOSE_COLOURS = ("#0000ff", "#00c0ff", "#00c000", "#ffd000", "#ff8000", "#ff0000")
+#: Pure, saturated hues for the isodose lines; structures take muted ones
+#: (:data:`STRUCTURE_COLOURS`), so that no outline can be read as an isodose line.
+ISODOSE_COLOURS = ("#0000ff", "#00ffff", "#00ff00", "#ffff00", "#ff0000", "#ff00ff")
+#: Structure colours: matplotlib's tab10 without its red (red means "goal not met") and its cyan
+#: (next to the 50 % isodose's), and two darker tones of tab20b in their place.
+STRUCTURE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
+                     "#bcbd22", "#7f7f7f", "#393b79", "#637939")
 #: Dose below this fraction of the reference dose is not colour-washed (the CT stays visible).
 WASH_FROM = 0.1
 #: Soft-tissue CT window (level 40 HU, width 400 HU).
@@ -56,10 +66,9 @@ class FluenceMap:
 
 
 def structure_colours(names: Sequence[str]) -> dict[str, str]:
-    """A stable colour per structure name (matplotlib's tab10 cycle, in the given order)."""
-    cycle = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-             "#bcbd22", "#7f7f7f", "#d62728")
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
+    """A stable colour per structure name (:data:`STRUCTURE_COLOURS` in turn, in the given
+    order)."""
+    return {name: STRUCTURE_COLOURS[i % len(STRUCTURE_COLOURS)] for i, name in enumerate(names)}
 
 
 def png_bytes(figure: Figure, *, dpi: int = 110) -> bytes:
@@ -71,27 +80,49 @@ def png_bytes(figure: Figure, *, dpi: int = 110) -> bytes:
 
 
 def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
-               colours: dict[str, str], reference_dose_gy: float | None = None) -> Figure:
+               colours: dict[str, str], reference_dose_gy: float | None = None,
+               fluence_dvhs: Sequence[Dvh] = ()) -> Figure:
     """Cumulative DVHs (volume % against dose Gy) with each goal marked at its limit.
 
-    A goal is a triangle at (dose, volume) of its limit, pointing the way the curve must pass
-    (down for an upper limit, up for a lower one), green when met and red when not. Mean-dose
-    goals have no point on the curve and appear only in the goal table.
+    A goal is a triangle at (dose, volume) of its limit in its structure's colour, labelled
+    with the goal in that colour, pointing the way the curve must pass (down for an upper
+    limit, up for a lower one), its edge green when met and red when not. Mean-dose goals have
+    no point on the curve and appear only in the goal table.
+
+    Parameters
+    ----------
+    dvhs : sequence of Dvh
+        The plan's (deliverable) curves, solid.
+    goals : sequence of GoalRow
+    colours : dict
+        Structure name -> colour.
+    reference_dose_gy : float, optional, Gy
+        Drawn as a dashed vertical line.
+    fluence_dvhs : sequence of Dvh
+        The fluence plan's curves (before leaf sequencing), dashed in the same colours.
     """
     figure = Figure(figsize=(10.5, 5.5))
     ax = figure.add_subplot()
     for curve in dvhs:
         ax.plot(curve.dose_gy, curve.percent, color=colours[curve.name], lw=1.6,
                 label=f"{curve.name} ({curve.volume_cc:.1f} cc)")
+    for curve in fluence_dvhs:
+        ax.plot(curve.dose_gy, curve.percent, color=colours[curve.name], lw=1.2, ls="--")
     for row in goals:
         if row.dvh_point is None:
             continue
         marker = "v" if row.goal.bound == "max" else "^"
-        ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none",
-                mfc=colours.get(row.structure, "white"),
+        colour = colours.get(row.structure, "0.2")
+        ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none", mfc=colour,
                 mec=MET_COLOUR if row.met else UNMET_COLOUR, mew=2.5)
+        ax.annotate(row.goal.label, row.dvh_point, xytext=(7, 4 if marker == "^" else -10),
+                    textcoords="offset points", fontsize=7, color=colour)
     _dvh_axes(ax, reference_dose_gy, "--")
     handles, labels = ax.get_legend_handles_labels()
+    if fluence_dvhs:
+        handles += [Line2D([], [], color="0.2", lw=1.6), Line2D([], [], color="0.2", lw=1.2,
+                                                                 ls="--")]
+        labels += ["deliverable plan (solid)", "fluence plan (dashed)"]
     if goals:
         handles += [Line2D([], [], marker="v", ls="none", mfc="white", mec=MET_COLOUR, mew=2.5),
                     Line2D([], [], marker="v", ls="none", mfc="white", mec=UNMET_COLOUR, mew=2.5)]
@@ -217,7 +248,7 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
                   interpolation="bilinear")
         if h.size > 1 and v.size > 1:  # contours need two samples along each axis
             if dose.max() >= levels[0]:
-                ax.contour(h, v, dose, levels=levels, colors=_ISODOSE_COLOURS, linewidths=1.0)
+                ax.contour(h, v, dose, levels=levels, colors=ISODOSE_COLOURS, linewidths=1.0)
             for s in patient.structures:
                 mask = s.mask[slicer]
                 if mask.any() and not mask.all():
@@ -234,7 +265,7 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
         ax.set_xlabel(f"{_AXIS_NAMES[h_axis]} (mm)", fontsize=8)
         ax.set_ylabel(f"{_AXIS_NAMES[v_axis]} (mm)", fontsize=8)
         ax.tick_params(labelsize=7)
-    handles = [Line2D([], [], color=c, lw=1.5) for c in _ISODOSE_COLOURS]
+    handles = [Line2D([], [], color=c, lw=1.5) for c in ISODOSE_COLOURS]
     labels = [f"{p} % ({lv:.1f} Gy)" for p, lv in zip(ISODOSE_PERCENT, levels)]
     handles += [Line2D([], [], color=colours.get(s.name, "white"), lw=1.5)
                 for s in patient.structures]
@@ -243,6 +274,65 @@ def slice_figure(patient: Patient, dose_gy: np.ndarray, point_zyx_mm: Sequence[f
     figure.suptitle(title, fontsize=11)
     figure.tight_layout(rect=(0, 0.1, 1, 0.95))
     return figure
+
+
+def axial_slice_pngs(patient: Patient, dose_gy: np.ndarray, *, reference_dose_gy: float,
+                     colours: dict[str, str], pixel_mm: float = 1.5
+                     ) -> list[tuple[int, bytes]]:
+    """Every axial slice of the view box (:func:`view_box_mm`) as a small PNG, for scrolling.
+
+    The slices of :func:`slice_figure` drawn pixel by pixel, without a matplotlib figure each
+    (a report has a hundred of them): the CT in the soft-tissue window, the dose colour-wash
+    from :data:`WASH_FROM` of the reference dose, the isodose lines (:data:`ISODOSE_COLOURS`)
+    and the structure outlines, each line one pixel wide on a grid of ``pixel_mm`` (the dose
+    interpolated linearly onto it, the masks taken at the nearest voxel). Radiological view:
+    anterior up, the patient's right on the left.
+
+    Parameters
+    ----------
+    patient : Patient
+    dose_gy : (nz, ny, nx) float array, Gy
+        On ``patient.grid``.
+    reference_dose_gy : float, Gy
+        100 % of the isodose levels.
+    colours : dict
+        Structure name -> colour.
+    pixel_mm : float, mm
+        Pixel size of the images.
+
+    Returns
+    -------
+    list of (slice index, PNG bytes)
+        In slice order.
+    """
+    grid = patient.grid
+    low, high = view_box_mm(patient)
+    first = np.clip(np.floor(grid.position_to_index(low)).astype(int), 0, None)
+    last = np.minimum(np.ceil(grid.position_to_index(high)).astype(int) + 1, grid.shape)
+    rows, columns = slice(first[1], last[1]), slice(first[2], last[2])
+    zoom = (grid.spacing_mm[1] / pixel_mm, grid.spacing_mm[2] / pixel_mm)
+    wash_low, wash_high = WASH_FROM * reference_dose_gy, 1.1 * reference_dose_gy
+    jet = matplotlib.colormaps["jet"]
+    lines = [(p * reference_dose_gy / 100.0, to_rgb(c)) for p, c in zip(ISODOSE_PERCENT,
+                                                                          ISODOSE_COLOURS)]
+    images = []
+    for k in range(first[0], last[0]):
+        hu = scipy.ndimage.zoom(patient.hu[k, rows, columns].astype(np.float32), zoom, order=1)
+        grey = np.clip((hu - CT_WINDOW_HU[0]) / (CT_WINDOW_HU[1] - CT_WINDOW_HU[0]), 0.0, 1.0)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        dose = scipy.ndimage.zoom(dose_gy[k, rows, columns].astype(np.float32), zoom, order=1)
+        washed = dose >= wash_low
+        shade = jet(np.clip((dose - wash_low) / (wash_high - wash_low), 0.0, 1.0))[..., :3]
+        rgb[washed] = 0.65 * rgb[washed] + 0.35 * shade[washed]
+        outlines = [(dose >= level, colour) for level, colour in lines]
+        outlines += [(scipy.ndimage.zoom(s.mask[k, rows, columns], zoom, order=0),
+                      to_rgb(colours.get(s.name, "white"))) for s in patient.structures]
+        for inside, colour in outlines:
+            rgb[inside & ~scipy.ndimage.binary_erosion(inside, border_value=1)] = colour
+        buffer = io.BytesIO()
+        imsave(buffer, rgb, format="png")
+        images.append((k, buffer.getvalue()))
+    return images
 
 
 def fluence_figure(fluences: Sequence[FluenceMap]) -> Figure:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import json
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -43,10 +46,12 @@ from planner.review.dvh import (
     structure_dvhs,
 )
 from planner.review.figures import (
+    ISODOSE_COLOURS,
     ISODOSE_PERCENT,
     UNMET_COLOUR,
     WASH_FROM,
     FluenceMap,
+    axial_slice_pngs,
     dvh_figure,
     fluence_figure,
     png_bytes,
@@ -57,6 +62,9 @@ from planner.review.figures import (
 )
 from planner.review.goals import Conflict, GoalRow, evaluate_protocol, protocol_conflicts
 from planner.review.quality import QualityFigure, quality_figures
+
+if TYPE_CHECKING:  # planner.check imports planner.review: imported where used at run time
+    from planner.check import CheckResult
 
 REPORT_FILE = "report.html"
 PREDICTED_DVH_FILE = "dvh_predicted.csv"
@@ -88,7 +96,13 @@ class ReviewPlan:
     normalisation : str
         How the dose was normalised, in words (e.g. "PTV D95 = 100 %").
     source : str
-        Where the plan came from (files, or "planner").
+        Where the plan came from (files, or "planner"); paths in it are shown relative to the
+        report folder.
+    sop_instance_uid : str
+        The RT Plan's SOP Instance UID, if it has one.
+    patient_id, patient_name : str
+        The patient's DICOM identifiers; by default those of the patient's CT
+        (``Patient.dicom``).
     """
 
     label: str
@@ -98,6 +112,9 @@ class ReviewPlan:
     fractions: int | None = None
     normalisation: str = "none stated"
     source: str = ""
+    sop_instance_uid: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,30 +261,96 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.2f} {unit}" if np.isfinite(value) else "none"
 
 
-def _slice_points(patient: Patient, dose: np.ndarray, plan: ReviewPlan
-                  ) -> list[tuple[str, str, np.ndarray]]:
-    """(file stem, title, point zyx mm): the isocentre (or the targets' centre), then the
-    hottest voxel of each organ at risk."""
-    points = []
+def _centre_point(patient: Patient, dose: np.ndarray, plan: ReviewPlan
+                  ) -> tuple[str, str, np.ndarray]:
+    """(file stem, title, point zyx mm): the isocentre, else the targets' centre."""
     if plan.beams:
         x, y, z = plan.beams[0].beam.isocenter_xyz_mm
-        points.append(("slices_isocentre", "Through the isocentre", np.array([z, y, x])))
-    else:
-        targets = [s.mask for s in patient.structures if s.kind == "target"]
-        union = np.logical_or.reduce(targets) if targets else dose >= dose.max()
-        centre = patient.grid.index_to_position_mm(np.argwhere(union).mean(axis=0))
-        points.append(("slices_target_centre", "Through the targets' centre (no isocentre "
-                       "given)", centre))
-    for n, s in enumerate(patient.structures):
+        return "slices_isocentre", "Through the isocentre", np.array([z, y, x])
+    targets = [s.mask for s in patient.structures if s.kind == "target"]
+    union = np.logical_or.reduce(targets) if targets else dose >= dose.max()
+    return ("slices_target_centre", "Through the targets' centre (no isocentre given)",
+            patient.grid.index_to_position_mm(np.argwhere(union).mean(axis=0)))
+
+
+def _hottest_slices(patient: Patient, dose: np.ndarray) -> list[tuple[str, int]]:
+    """(label, axial slice index) of the hottest voxel of each organ at risk."""
+    out = []
+    for s in patient.structures:
         if s.kind != "organ" or not s.mask.any():
             continue
         flat = np.flatnonzero(s.mask.ravel())
         hottest = flat[np.argmax(dose.ravel()[flat])]
-        index = np.array(np.unravel_index(hottest, patient.grid.shape))
-        points.append((f"slices_hottest_{n:02d}",
-                       f"Through the hottest point of {s.name} ({dose.ravel()[hottest]:.2f} Gy)",
-                       patient.grid.index_to_position_mm(index)))
-    return points
+        out.append((f"Through the hottest point of {s.name} ({dose.ravel()[hottest]:.2f} Gy)",
+                    int(np.unravel_index(hottest, patient.grid.shape)[0])))
+    return out
+
+
+def _slider(slices: Sequence[tuple[int, bytes]], grid: Grid, start_mm: float,
+            jumps: Sequence[tuple[str, int]], legend: Sequence[tuple[str, str]]) -> list[str]:
+    """The axial slices as one image with a range input to scroll them (a few lines of inline
+    script; the images are in the page), buttons to the given slices, and a legend."""
+    indices = [k for k, _ in slices]
+    z_mm = grid.axes_mm()[0]
+    frames = [[f"axial, z = {z_mm[k]:.1f} mm (slice {k + 1} of {grid.shape[0]})",
+               "data:image/png;base64," + base64.b64encode(data).decode("ascii")]
+              for k, data in slices]
+    start = int(np.argmin(np.abs(z_mm[indices] - start_mm)))
+    buttons = "".join(f'<button type="button" onclick="axialShow({indices.index(k)})">'
+                      f"{_esc(label)}</button> " for label, k in jumps if k in indices)
+    keys = "".join(f'<span style="border-bottom:3px solid {c}">{_esc(name)}</span> '
+                   for name, c in legend)
+    return [
+        '<div class="slider">',
+        f'<p><input type="range" id="axial-range" min="0" max="{len(frames) - 1}" '
+        f'value="{start}" oninput="axialShow(+this.value)" aria-label="axial slice"> '
+        f'<span id="axial-label">{_esc(frames[start][0])}</span></p>',
+        f"<p>{buttons}</p>" if buttons else "",
+        f'<img id="axial-image" src="{frames[start][1]}" alt="axial slice">',
+        f'<p class="keys">{keys}</p>',
+        # The frames as JSON: the slider swaps the image's source, nothing is fetched.
+        f"<script>const axialFrames = {json.dumps(frames)};\n"
+        "function axialShow(k) {\n"
+        "  document.getElementById('axial-range').value = k;\n"
+        "  document.getElementById('axial-label').textContent = axialFrames[k][0];\n"
+        "  document.getElementById('axial-image').src = axialFrames[k][1];\n"
+        "}</script>",
+        "</div>"]
+
+
+def _shown_paths(text: str, folder: Path) -> str:
+    """``text`` (items separated by ", ") with each item that names an existing file or folder
+    written relative to ``folder``, so that no absolute path of this machine is shown."""
+    return ", ".join(os.path.relpath(Path(item).resolve(), folder.resolve())
+                     if item and Path(item).exists() else item for item in text.split(", "))
+
+
+def _check_section(check: CheckResult | None) -> list[str]:
+    """The report's "Independent dose check" section as HTML parts."""
+    from planner.check import (
+        DVH_METRICS,
+        GAMMA_DOSE_PERCENT,
+        GAMMA_DTA_MM,
+        TG218_TOLERANCE,
+        engine_note,
+    )
+
+    out = ["<h2>Independent dose check</h2>"]
+    if check is None:
+        out.append("<p>No check was run (<code>planner check</code> recomputes the plan's dose "
+                   "and compares it with its RT Dose).</p>")
+        return out
+    verdict = ("PASS" if check.passed else
+               f"<b style='color:{UNMET_COLOUR}'>FAIL</b>")
+    out.append(f"<p>{verdict}: {100 * check.pass_rate:.1f} % of {check.points} points pass gamma "
+               f"{GAMMA_DOSE_PERCENT:g} %/{GAMMA_DTA_MM:g} mm (global; TG-218 tolerance &ge; "
+               f"{100 * TG218_TOLERANCE:g} %). {_esc(engine_note(check).split(maxsplit=1)[1])}."
+               "</p>")
+    unit = "% Rx" if check.normalisation == "prescription" else "% max"
+    out.append(_table(["structure"] + [f"{label} diff ({unit})" for label, _ in DVH_METRICS],
+                      [[_esc(s.name)] + [f"{check.difference_percent(s, a):+.2f}"
+                                         for _, a in DVH_METRICS] for s in check.structures]))
+    return out
 
 
 def _grid_text(grid: Grid) -> str:
@@ -325,6 +408,8 @@ tr.unmet td, tr.worse td { background: #fbe3e4; color: #a50f15; font-weight: bol
 tr.met td.status { color: #1a7a34; font-weight: bold; }
 p.conflict { color: #a50f15; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ccc; }
+div.slider img { width: 480px; image-rendering: pixelated; }
+div.slider input { width: 480px; } p.keys span { margin-right: 0.8em; font-size: 0.85em; }
 figure { margin: 0.8em 0; } figcaption { font-size: 0.8em; color: #555; }
 """
 
@@ -333,14 +418,16 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                  protocol: Protocol | None = None, plan: ReviewPlan | None = None,
                  reference_dose_gy: float | None = None,
                  predicted_dose_gy: np.ndarray | None = None, prediction_note: str = "",
+                 fluence_dose_gy: np.ndarray | None = None, check: CheckResult | None = None,
                  overwrite: bool = False) -> Review:
     """Write the review report of one plan into the folder ``out_dir``.
 
     The folder holds ``report.html`` (self-contained: every image embedded as base64 PNG, no
-    script, no external file), the same figures as PNG files (``dvh.png``,
-    ``slices_*.png``, ``fluence.png``, ``segments.png``) and ``dvh.csv`` (the cumulative DVH
-    curves); with a predicted dose also ``dvh_predicted.png`` and ``dvh_predicted.csv`` (the
-    predicted dose's curves, as ``dvh.csv``). It appears complete or not at all.
+    external file; its one inline script scrolls the axial slices), the same figures as PNG
+    files (``dvh.png``, ``slices_*.png``, ``fluence.png``, ``segments.png``) and ``dvh.csv``
+    (the cumulative DVH curves); with a predicted dose also ``dvh_predicted.png`` and
+    ``dvh_predicted.csv`` (the predicted dose's curves, as ``dvh.csv``). It appears complete or
+    not at all. Paths of this machine appear relative to the report folder.
 
     Parameters
     ----------
@@ -368,6 +455,11 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
         worse by more than :data:`PREDICTION_MARGIN_GY`, with both DVHs in one figure.
     prediction_note : str
         One line: what the prediction is, or why there is none; shown in that section.
+    fluence_dose_gy : (nz, ny, nx) float array, Gy, optional
+        The fluence plan's dose (before leaf sequencing) on ``dose_grid``: its DVHs are drawn
+        dashed beside the deliverable plan's.
+    check : CheckResult, optional
+        The plan's independent dose check (:func:`planner.check.check_plan`), when one was run.
     overwrite : bool
         Replace an existing folder.
 
@@ -381,24 +473,28 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
         ``out_dir`` exists and ``overwrite`` is false; a structure a non-optional goal needs is
         missing.
     ValueError
-        ``predicted_dose_gy`` is not of ``dose_grid``'s shape.
+        ``predicted_dose_gy`` or ``fluence_dose_gy`` is not of ``dose_grid``'s shape.
     """
     plan = plan or ReviewPlan(label=patient.name)
     out_dir = Path(out_dir)
     check_writable(out_dir, overwrite)  # before seconds of rendering, not after
-    if predicted_dose_gy is not None and np.shape(predicted_dose_gy) != dose_grid.shape:
-        raise ValueError(f"predicted dose shape {np.shape(predicted_dose_gy)} differs from the "
-                         f"dose grid {dose_grid.shape}")
+    for name, other in (("predicted", predicted_dose_gy), ("fluence", fluence_dose_gy)):
+        if other is not None and np.shape(other) != dose_grid.shape:
+            raise ValueError(f"{name} dose shape {np.shape(other)} differs from the dose grid "
+                             f"{dose_grid.shape}")
+
+    def on_ct(values: np.ndarray | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        if dose_grid == patient.grid:
+            return np.asarray(values, dtype=np.float32)
+        return resample_dose(values, dose_grid, patient.grid)
+
+    dose, predicted, fluence = on_ct(dose_gy), on_ct(predicted_dose_gy), on_ct(fluence_dose_gy)
     notes = []
     if dose_grid == patient.grid:
-        dose = np.asarray(dose_gy, dtype=np.float32)
-        predicted = (None if predicted_dose_gy is None
-                     else np.asarray(predicted_dose_gy, dtype=np.float32))
         notes.append("The dose grid is the CT grid.")
     else:
-        dose = resample_dose(dose_gy, dose_grid, patient.grid)
-        predicted = (None if predicted_dose_gy is None
-                     else resample_dose(predicted_dose_gy, dose_grid, patient.grid))
         notes.append("The dose was interpolated (trilinear) from its own grid onto the CT grid; "
                      "DVHs, goals and images use the CT grid and its structure masks.")
     prescriptions = protocol.prescriptions if protocol else patient.prescriptions
@@ -426,14 +522,26 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                                                               patient.structures)
         comparison = prediction_rows(patient, statistics, predicted_statistics)
 
+    fluence_dvhs = () if fluence is None else structure_dvhs(fluence, patient.grid,
+                                                               patient.structures)[0]
     dvh_image = ("dvh.png", png_bytes(dvh_figure(dvhs, goals, colours=colours,
-                                                 reference_dose_gy=reference_dose_gy)),
-                 "Cumulative DVH with the clinical goals")
-    slice_images = []
-    for stem, title, point in _slice_points(patient, dose, plan):
-        figure = slice_figure(patient, dose, point, reference_dose_gy=reference_dose_gy,
-                              title=title, colours=colours)
-        slice_images.append((f"{stem}.png", png_bytes(figure), title))
+                                                 reference_dose_gy=reference_dose_gy,
+                                                 fluence_dvhs=fluence_dvhs)),
+                 "Cumulative DVH with the clinical goals"
+                 + (" (deliverable plan solid, fluence plan dashed)" if fluence_dvhs else ""))
+    stem, title, centre = _centre_point(patient, dose, plan)
+    slice_images = [(f"{stem}.png", png_bytes(slice_figure(
+        patient, dose, centre, reference_dose_gy=reference_dose_gy, title=title,
+        colours=colours)), title)]
+    slider = _slider(axial_slice_pngs(patient, dose, reference_dose_gy=reference_dose_gy,
+                                      colours=colours), patient.grid, float(centre[0]),
+                     [("Through the isocentre" if plan.beams else "Through the targets' "
+                       "centre", int(np.clip(np.rint(patient.grid.position_to_index(centre)[0]),
+                                             0, patient.grid.shape[0] - 1)))]
+                     + _hottest_slices(patient, dose),
+                     [(f"{p} % ({p * reference_dose_gy / 100:.1f} Gy)", c)
+                      for p, c in zip(ISODOSE_PERCENT, ISODOSE_COLOURS)]
+                     + [(s.name, colours[s.name]) for s in patient.structures])
     prediction_images = []
     if comparison:
         shown = {r.structure for r in comparison}
@@ -455,10 +563,18 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                             f"The {SEGMENTS_PER_BEAM} segments with the most MU of each beam "
                             f"(leaves grey, jaws red)"))
 
+    references = patient.dicom
+    patient_id = plan.patient_id or (references.patient_id if references else "")
+    patient_name = plan.patient_name or (references.patient_name if references else "")
     body = [f"<h1>Plan review: {_esc(plan.label)} &mdash; patient {_esc(patient.name)}</h1>",
             f"<p>Written {datetime.now():%Y-%m-%d %H:%M} by planner {planner.__version__}. "
-            f"Plan: {_esc(plan.source or 'planner')}. CT and structures: "
-            f"{_esc(patient.source)}.</p>"]
+            f"Plan: {_esc(_shown_paths(plan.source or 'planner', out_dir))}. CT and "
+            f"structures: {_esc(_shown_paths(patient.source, out_dir))}.</p>",
+            _table(["identifier", "value"], [
+                ["patient ID", _esc(patient_id or "not given")],
+                ["patient name", _esc(patient_name or "not given")],
+                ["RT Plan label", _esc(plan.label)],
+                ["RT Plan SOP Instance UID", _esc(plan.sop_instance_uid or "not given")]])]
 
     body.append("<h2>Clinical goals</h2>")
     if conflicts:
@@ -498,12 +614,16 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
                            s.volume_cc, s.min_gy, s.mean_gy, s.max_gy, s.d95_gy, s.d2_gy,
                            s.d0_1cc_gy)] for s in statistics]))
 
+    body += _check_section(check)
     body += _prediction_section(predicted is not None, comparison, prediction_note,
                                 prediction_images, {s.name for s in patient.targets()})
 
     body.append("<h2>Dose on the CT</h2>")
     body.append(f"<p>Isodose lines at {', '.join(map(str, ISODOSE_PERCENT))} % of "
-                f"{_esc(reference_text)}; colour-wash from {100 * WASH_FROM:g} % up.</p>")
+                f"{_esc(reference_text)}; colour-wash from {100 * WASH_FROM:g} % up. Scroll "
+                "through the axial slices with the slider; below, the three planes through "
+                "one point.</p>")
+    body += slider
     body += [_img(name, data, title) for name, data, title in slice_images]
 
     body.append("<h2>Beams</h2>")

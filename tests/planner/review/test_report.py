@@ -4,26 +4,35 @@ writing, and a real browser rendering it (headless Chromium, skipped where none 
 from __future__ import annotations
 
 import base64
-import html
 import dataclasses
+import html
+import json
+import os
 import re
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from dose.beams import Beam
 from dose.machine import load_machine
 from dose.segments import open_field, segments_fluence
+from planner.check import CheckResult
 from planner.errors import InputError
 from planner.io.rtdose import read_rt_dose
 from planner.io.rtplan import PlanBeam
 from planner.patient import Structure
 from planner.phantoms import cshape_phantom
 from planner.protocol import protocol_path, read_protocol
-from planner.review.figures import FluenceMap
+from planner.review.figures import (
+    ISODOSE_COLOURS,
+    ISODOSE_PERCENT,
+    STRUCTURE_COLOURS,
+    FluenceMap,
+)
 from planner.review.report import ReviewPlan, write_report
 
 EDGES_MM = np.arange(-60.0, 62.5, 2.5)
@@ -42,7 +51,8 @@ def _plan() -> ReviewPlan:
                                                                       EDGES_MM, EDGES_MM),
                                    EDGES_MM, EDGES_MM))
     return ReviewPlan("test plan", tuple(beams), machine.leaf_boundaries_mm, tuple(fluences),
-                      fractions=25, normalisation="none", source="test")
+                      fractions=25, normalisation="none", source="test",
+                      sop_instance_uid="1.2.3.4", patient_id="TG119")
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +63,29 @@ def report(case, tmp_path_factory):
     return out, review
 
 
-def test_report_files_and_embedded_images(report):
+def test_report_files_and_embedded_images(report, case):
     out, _ = report
     names = sorted(p.name for p in out.iterdir())
     assert names == ["dvh.csv", "dvh.png", "fluence.png", "report.html", "segments.png",
-                     "slices_hottest_01.png", "slices_isocentre.png"]
+                     "slices_isocentre.png"]
     page = (out / "report.html").read_text()
     # Self-contained: every image is a data URI, nothing is fetched from elsewhere.
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert "http://" not in page and "https://" not in page and "<script" not in page
-    # The embedded images are the PNG files beside the report, byte for byte.
-    embedded = {base64.b64decode(s.split(",", 1)[1]) for s in sources}
-    assert embedded == {(out / n).read_bytes() for n in names if n.endswith(".png")}
+    assert "http://" not in page and "https://" not in page and "<script src" not in page
+    # The embedded figures are the PNG files beside the report, byte for byte; the fifth
+    # image is the slider's axial slice through the isocentre.
+    embedded = [base64.b64decode(s.split(",", 1)[1]) for s in sources]
+    figures = {(out / n).read_bytes() for n in names if n.endswith(".png")}
+    assert set(embedded) - figures == {embedded[sources.index(re.search(
+        r'id="axial-image" src="([^"]*)"', page).group(1))]}
+    # The slider holds every axial slice of the body (with its margin), in order.
+    frames = json.loads(re.search(r"const axialFrames = (\[.*?\]);", page).group(1))
+    body = case.patient.structure("BODY").mask.any(axis=(1, 2))
+    assert len(frames) >= body.sum() and frames[0][0].startswith("axial, z = ")
+    z = [float(label.split("z = ")[1].split(" mm")[0]) for label, _ in frames]
+    assert z == sorted(z)
+    assert "Through the hottest point of Core" in page  # a button that scrolls to it
 
 
 def test_unmet_goals_are_red_with_their_margin(report):
@@ -92,7 +112,8 @@ def test_report_lists_beams_prescription_grid_and_versions(report):
     page = (out / "report.html").read_text()
     for text in ("G120", "46.0", "<b>138.0</b>", "PTV: 50 Gy in 25 fractions",
                  "The dose grid is the CT grid.", "matplotlib", "pydicom",
-                 "Through the hottest point of Core"):
+                 "<td>RT Plan SOP Instance UID</td><td>1.2.3.4</td>",
+                 "<td>patient ID</td><td>TG119</td>", "No check was run"):
         assert text in page, text
 
 
@@ -164,3 +185,33 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert image.shape[:2] == (2400, 1280)
     assert _near(image, (0xfb, 0xe3, 0xe4)) > 5000  # three unmet goal rows
     assert _near(image, (0x1f, 0x77, 0xb4)) > 300   # curves and outlines inside the images
+
+
+def test_isodose_colours_are_no_structure_colour():
+    """No structure outline can pass for an isodose line: the two palettes share no colour,
+    and each isodose colour lies at least 90 (of 441) from every structure colour in RGB
+    (0-255; the closest pair, yellow 95 % and olive, is 100 apart)."""
+    isodose = np.array([to_rgb(c) for c in ISODOSE_COLOURS]) * 255
+    structures = np.array([to_rgb(c) for c in STRUCTURE_COLOURS]) * 255
+    assert not {c.lower() for c in ISODOSE_COLOURS} & {c.lower() for c in STRUCTURE_COLOURS}
+    assert np.linalg.norm(isodose[:, None] - structures[None], axis=2).min() >= 90.0
+    assert len(ISODOSE_COLOURS) == len(ISODOSE_PERCENT)
+
+
+def test_report_shows_paths_relative_fluence_dvh_and_the_check(case, tmp_path):
+    """The sources (an absolute CT folder) appear relative to the report folder; the fluence
+    plan's DVHs are drawn; a check's verdict, engine and DVH differences are listed."""
+    patient = dataclasses.replace(case.patient, source=str(case.ct_dir.resolve()))
+    check = CheckResult(
+        files=None, plan=None, pass_rate=0.987, points=4321, structures=(), normalisation_gy=50.0,
+        normalisation="prescription", dose_grid=patient.grid, recomputed_dose_gy=case.dose_gy,
+        gamma=case.dose_gy, dose_manufacturer="planner")
+    out = tmp_path / "deep" / "review"
+    write_report(out, patient, case.dose_gy, patient.grid, fluence_dose_gy=case.dose_gy * 1.02,
+                 check=check)
+    page = (out / "report.html").read_text()
+    assert str(tmp_path) not in page
+    assert f"CT and structures: {os.path.relpath(case.ct_dir.resolve(), out.resolve())}." in page
+    assert "(deliverable plan solid, fluence plan dashed)" in page
+    assert ("PASS: 98.7 % of 4321 points pass gamma 3 %/2 mm" in page
+            and "the RT Dose was computed by planner, the engine of this check" in page)

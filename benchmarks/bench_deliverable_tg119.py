@@ -1,12 +1,12 @@
 """TG-119 C-shape, 9 fields: fluence plan, leaf sequencing, segment doses, segment weights.
 
-The deliverable-plan part of ``planner.pipeline.plan_patient`` (where the chain this benchmark
+The deliverable-plan part of ``planner.plan.plan_patient`` (where the chain this benchmark
 first measured now lives) on the generated C-shape phantom: the goal table of the fluence plan
 and of the deliverable plan after segment-weight optimisation (segment doses from the dose
 engine, not from the beamlets), segments and MU per beam, MU per fraction and per cGy, and the
 least MU any decomposition of the fluence plan's maps into apertures can have (max over leaf
 pairs of the summed rises, Engel 2005), which shows how much of the MU comes from the fluence
-itself. Time per step comes from the pipeline's summary.
+itself. Time per step comes from the plan's summary.
 
 Run: ``.venv/bin/python benchmarks/bench_deliverable_tg119.py [voxel_mm] [dose_grid_mm]``.
 """
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from planner.phantoms import cshape_phantom
-from planner.pipeline import plan_patient, summary_text
+from planner.plan import plan_patient, summary_text
 
 
 def main(voxel_mm: float = 5.0, dose_grid_mm: float = 5.0) -> None:

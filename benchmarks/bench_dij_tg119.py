@@ -1,5 +1,7 @@
 """Benchmark: Dij of TG-119 (TG119.mat), 9 coplanar fields (0, 40, ..., 320 deg), 5 mm beamlets,
-3 mm dose grid. Prints time, non-zeros, matrix size and peak memory.
+3 mm dose grid, set up as ``planner plan`` sets it up (:mod:`planner.plan`: the dose grid over the
+body, the rows it needs, the beams at the targets' centroid). Prints time, non-zeros, matrix
+size and peak memory.
 
 Run: ``.venv/bin/python benchmarks/bench_dij_tg119.py [--device auto|cpu|cuda]
 [--truncation-mm 50] [--dose-grid-mm 3]``. The bar (issue 3): <= 30 s on the 2-core CPU,
@@ -14,12 +16,9 @@ import resource
 import time
 from pathlib import Path
 
-import numpy as np
-
-from dose import compute_dij, equispaced_beams, load_beam_model
-from dose._xp import resolve_device, to_device
-from dose.beams import beamlets_covering
+from dose._xp import resolve_device
 from planner.io.matrad import read_matrad_mat
+from planner.plan import beamlet_dose, place_beams, prepare_case, prepare_grids
 
 TG119 = Path(__file__).resolve().parents[2] / "shared" / "phantoms" / "TG119.mat"
 
@@ -32,26 +31,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    patient = read_matrad_mat(TG119)
-    target = next(s for s in patient.structures if s.kind == "target")
-    body = next(s for s in patient.structures if s.kind == "external")
-    grid = patient.grid
-    dose_grid = grid.resampled((args.dose_grid_mm,) * 3)
-    iso_zyx = grid.index_to_position_mm(np.argwhere(target.mask).mean(axis=0))
-    beams = equispaced_beams(9, tuple(iso_zyx[::-1]))
-    beamset = beamlets_covering(beams, target.mask, grid, beamlet_size_mm=5.0)
-    model = load_beam_model()
-    density = to_device(patient.density, device)
-    # Rows: voxels of the BODY on the dose grid (nearest CT voxel of each dose voxel centre).
-    centre_index = np.rint(grid.position_to_index(np.stack(np.meshgrid(
-        *dose_grid.axes_mm(), indexing="ij"), axis=-1))).astype(int)
-    centre_index = np.clip(centre_index, 0, np.array(grid.shape) - 1)
-    mask = body.mask[centre_index[..., 0], centre_index[..., 1], centre_index[..., 2]]
+    case = prepare_case(read_matrad_mat(TG119), "tg119_c_shape")
+    grids = prepare_grids(case, args.dose_grid_mm)
+    beams = place_beams(case, 9, 5.0)
     options = {} if args.truncation_mm is None else {"truncation_mm": args.truncation_mm}
     for _ in range(args.repeat):
         start, cpu_start = time.perf_counter(), time.process_time()
-        dij = compute_dij(density, grid, dose_grid, beamset, model,
-                          dose_mask=to_device(mask, device), **options)
+        dij = beamlet_dose(case, grids, beams, device=device, **options)
         if device == "cuda":
             import cupy
 
@@ -61,8 +47,8 @@ def main() -> None:
         size_gb = (matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes) / 1e9
         print(f"device {device}: Dij {elapsed:.1f} s wall ({cpu:.1f} s CPU over all threads; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
-              f"{beamset.n_beamlets} beamlets, "
-              f"{dose_grid.shape} dose grid ({int(mask.sum())} body voxels), nnz {matrix.nnz:,}, "
+              f"{beams.beamset.n_beamlets} beamlets, {grids.dose_grid.shape} dose grid "
+              f"({int(grids.needed.sum())} voxels computed), nnz {matrix.nnz:,}, "
               f"matrix {size_gb:.2f} GB, truncation {dij.truncation_mm} mm "
               f"(dropped {100 * dij.dropped_fraction:.1f} % of a beamlet's integral dose)")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

@@ -15,32 +15,27 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
-from dose.beam_model import BeamModel, load_beam_model
-from dose.beams import BeamSet, beamlets_covering, equispaced_beams
+from dose.beams import BeamSet
 from dose.dij import DoseInfluence, compute_dij
 from optim.autoplan import evaluate_goals
 from planner.io.openkbp import read_openkbp_dose, read_openkbp_patient
 from planner.optimize import fluence_problem, optimise_patient
 from planner.patient import Patient
+from planner.plan import place_beams, prepare_case
 from planner.protocol import read_protocol
 
 VALIDATION = (Path(__file__).resolve().parent.parent.parent / "shared" / "openkbp"
               / "provided-data" / "validation-pats")
 
 
-def openkbp_dij(patient: Patient, model: BeamModel) -> tuple[BeamSet, DoseInfluence]:
-    """9 fields at 0, 40, ..., 320 deg aimed at the PTVs' centroid, 5 mm beamlets covering them,
-    and their Dij on the patient's own grid over the possible-dose mask."""
-    targets = np.zeros(patient.grid.shape, dtype=bool)
-    for s in patient.targets():
-        targets |= s.mask
-    centre_zyx = patient.grid.index_to_position_mm(np.argwhere(targets)).mean(axis=0)
-    beamset = beamlets_covering(equispaced_beams(9, tuple(centre_zyx[::-1])), targets,
-                                patient.grid, beamlet_size_mm=5.0)
-    return beamset, compute_dij(patient.density, patient.grid, patient.grid, beamset, model,
-                                dose_mask=patient.possible_dose_mask)
+def openkbp_dij(patient: Patient) -> tuple[BeamSet, DoseInfluence]:
+    """9 fields at 0, 40, ..., 320 deg aimed at the PTVs' centroid, 5 mm beamlets covering them
+    (``planner plan``'s beams, :func:`planner.plan.place_beams`), and their Dij on the patient's
+    own grid over the possible-dose mask."""
+    beams = place_beams(prepare_case(patient, "head_and_neck"), 9, 5.0)
+    return beams.beamset, compute_dij(patient.density, patient.grid, patient.grid,
+                                      beams.beamset, beams.model,
+                                      dose_mask=patient.possible_dose_mask)
 
 
 def main() -> None:
@@ -50,17 +45,18 @@ def main() -> None:
                         help="optimisation budget per patient, s")
     args = parser.parse_args()
     protocol = read_protocol("head_and_neck")
-    model = load_beam_model()
     folders = sorted(p for p in VALIDATION.iterdir() if p.is_dir())[:args.patients]
     totals = {"plan": 0, "reference": 0, "criteria": 0}
     for folder in folders:
         patient = read_openkbp_patient(folder)
         reference = read_openkbp_dose(folder)
         start = time.perf_counter()
-        beamset, dij = openkbp_dij(patient, model)
+        beamset, dij = openkbp_dij(patient)
         dij_s = time.perf_counter() - start
-        plan = optimise_patient(patient, dij.matrix, protocol, time_limit_s=args.time_limit)
-        goals = fluence_problem(patient, protocol).goals
+        problem = fluence_problem(patient, protocol)
+        plan = optimise_patient(patient, dij.matrix, protocol, time_limit_s=args.time_limit,
+                                problem=problem)
+        goals = problem.goals
         ours = plan.result.goals
         theirs = evaluate_goals(reference.ravel(), goals)
         n_ours, n_ref = sum(r.met for r in ours), sum(r.met for r in theirs)

@@ -1,7 +1,8 @@
 """Benchmark: automatic fluence optimisation of the TG-119 C-shape (TG119.mat) to its goals.
 
-9 fields at 0, 40, ..., 320 deg, 5 mm beamlets covering the target (+5 mm), dose on a 3 mm grid
-(the CT's extent cropped to the body, as `planner plan` does), dose engine ``dose.dij.compute_dij``; the optimiser is
+9 fields at 0, 40, ..., 320 deg, 5 mm beamlets covering the target, dose on a 3 mm grid: the
+set-up stages of ``planner plan`` (:mod:`planner.plan`: ``prepare_case``, ``prepare_grids``,
+``place_beams``) and its Dij (``planner.plan.beamlet_dose``); the optimiser is
 ``planner.optimize.optimise_patient`` with the bundled ``tg119_c_shape`` protocol. Reports the
 Dij time, the optimisation time and iterations, and the TG-119 goals (PTV D95 >= 50 Gy,
 D10 <= 55 Gy, core D10 <= 25 Gy, and the harder core D10 <= 10 Gy).
@@ -21,16 +22,11 @@ from pathlib import Path
 
 import scipy.sparse
 
-from dose._xp import resolve_device, to_device
-from dose.beam_model import load_beam_model
-from dose.beams import beamlets_covering, equispaced_beams
-from dose.dij import compute_dij
+from dose._xp import resolve_device
 from planner.cli.optimize import goal_table
 from planner.io.matrad import read_matrad_mat
 from planner.optimize import optimise_patient
-from planner.pipeline import (dose_calculation_mask, dose_grid_for, resample_patient,
-                              target_centre_xyz_mm)
-from planner.protocol import read_protocol
+from planner.plan import beamlet_dose, place_beams, prepare_case, prepare_grids
 
 TG119 = Path(__file__).resolve().parent.parent.parent / "shared" / "phantoms" / "TG119.mat"
 
@@ -43,14 +39,12 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
 
-    ct = read_matrad_mat(TG119)
-    # The dose grid, resampled patient and isocentre of `planner plan` (planner.pipeline).
-    patient = resample_patient(ct, dose_grid_for(ct, 3.0))
-    target = ct.structure("OuterTarget").mask
-    beams = equispaced_beams(9, target_centre_xyz_mm(ct, ["OuterTarget"]))
-    beamset = beamlets_covering(beams, target, ct.grid, beamlet_size_mm=5.0)
-    print(f"TG119: CT {ct.grid.shape} at {ct.grid.spacing_mm} mm, dose grid "
-          f"{patient.grid.shape} at 3 mm, {beamset.n_beamlets} beamlets in 9 beams, "
+    case = prepare_case(read_matrad_mat(TG119), "tg119_c_shape")
+    grids = prepare_grids(case, 3.0)
+    beams = place_beams(case, 9, 5.0)
+    patient = grids.dose_patient
+    print(f"TG119: CT {case.patient.grid.shape} at {case.patient.grid.spacing_mm} mm, dose grid "
+          f"{patient.grid.shape} at 3 mm, {beams.beamset.n_beamlets} beamlets in 9 beams, "
           f"device {device}")
 
     if args.dij_cache is not None and args.dij_cache.is_file():
@@ -58,10 +52,7 @@ def main() -> None:
         print(f"Dij read from {args.dij_cache}")
     else:
         start = time.perf_counter()
-        dij = compute_dij(to_device(ct.density, device), ct.grid, patient.grid, beamset,
-                          load_beam_model(),
-                          dose_mask=to_device(dose_calculation_mask(patient), device))
-        D = dij.matrix
+        D = beamlet_dose(case, grids, beams, device=device).matrix
         print(f"Dij: {time.perf_counter() - start:.1f} s")
         if device == "cuda":
             D = D.get()
@@ -74,8 +65,7 @@ def main() -> None:
         D = cupyx.scipy.sparse.csr_matrix(D)
 
     cpu_start = time.process_time()
-    plan = optimise_patient(patient, D, read_protocol("tg119_c_shape"),
-                            time_limit_s=args.time_limit)
+    plan = optimise_patient(patient, D, case.protocol, time_limit_s=args.time_limit)
     cpu_s = time.process_time() - cpu_start
     elapsed, iterations, hard_met_at = 0.0, 0, None
     for step in plan.result.steps:

@@ -40,13 +40,12 @@ from pathlib import Path
 import numpy as np
 
 from bench_openkbp_criteria import VALIDATION, openkbp_dij
-from dose.beam_model import load_beam_model
 from optim.autoplan import AutoPlanResult
 from optim.dvh import dose_at_volume
 from planner.io.openkbp import read_openkbp_patient
 from planner.optimize import optimise_patient
 from planner.patient import Patient
-from planner.pipeline import smoothness_regulariser
+from planner.plan import smoothness_regulariser
 from planner.predict.infer import DEFAULT_MODEL
 from planner.predict.seed import Seed, predict_seed, seed_arguments
 from planner.protocol import read_protocol
@@ -128,9 +127,8 @@ def plan_patient_both_ways(folder: Path, model_path: Path, time_limit_s: float |
     """Both arms of one patient (see the module docstring), and the seed's times."""
     protocol = read_protocol("head_and_neck")
     patient = read_openkbp_patient(folder)
-    beam_model = load_beam_model()
     start = time.perf_counter()
-    beamset, dij = openkbp_dij(patient, beam_model)
+    beamset, dij = openkbp_dij(patient)
     dij_s = time.perf_counter() - start
     regularisers = [smoothness_regulariser(beamset)]
     plain = optimise_patient(patient, dij.matrix, protocol, regularisers=regularisers,
@@ -139,7 +137,7 @@ def plan_patient_both_ways(folder: Path, model_path: Path, time_limit_s: float |
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as pool:
         predicting = pool.submit(_timed_prediction, patient, model_path)
-        openkbp_dij(patient, beam_model)
+        openkbp_dij(patient)
         seed, predict_s = predicting.result()
         arguments = seed_arguments(patient, dij.matrix, seed)
     seed_s = max(time.perf_counter() - start - dij_s, 0.0)

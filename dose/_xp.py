@@ -1,4 +1,5 @@
-"""numpy/cupy selection without importing cupy on machines that do not use it."""
+"""numpy/cupy selection without importing cupy on machines that do not use it (for ``dose`` and
+``planner``; ``optim``, which may not import ``dose``, has its own ``optim._xp``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import numpy as np
 
 
 def array_module(*arrays: Any) -> ModuleType:
-    """``cupy`` if any argument is a cupy array (cupy already imported), else ``numpy``."""
+    """``cupy`` if any argument is a cupy array or cupyx sparse matrix (cupy already imported),
+    else ``numpy``."""
     cupy = sys.modules.get("cupy")
-    if cupy is not None and any(isinstance(a, cupy.ndarray) for a in arrays):
-        return cupy
+    if cupy is None:
+        return np
+    sparse = sys.modules.get("cupyx.scipy.sparse")
+    for a in arrays:
+        if isinstance(a, cupy.ndarray) or (sparse is not None and sparse.issparse(a)):
+            return cupy
     return np
 
 

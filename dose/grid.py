@@ -10,8 +10,11 @@ coordinates (LPS) for an axial, head-first image orientation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from dose._xp import array_module
 
 
 @dataclass(frozen=True)
@@ -84,3 +87,44 @@ class Grid:
         shape = np.maximum(1, np.floor((high - low) / spacing + 1e-6)).astype(int)
         origin = low + spacing / 2
         return Grid(tuple(origin), tuple(spacing), tuple(shape))
+
+
+def resample(volume: Any, source: Grid, target: Grid, *, fill: float = 0.0) -> Any:
+    """``volume`` at the voxel centres of ``target``, interpolated trilinearly from ``source``.
+
+    The grids share their axes' directions, so the interpolation is separable: one linear
+    interpolation along z, then y, then x, and memory stays at the size of the volumes. Within
+    half a voxel beyond the outer voxel centres of ``source`` the edge value is kept (the source's
+    voxels cover that region); further out the value is ``fill``.
+
+    Parameters
+    ----------
+    volume : (source.shape) float array (numpy or cupy)
+    source, target : Grid
+    fill : float
+        Value outside ``source``'s voxels.
+
+    Returns
+    -------
+    (target.shape) float32 array, on ``volume``'s device
+    """
+    if volume.shape != source.shape:
+        raise ValueError(f"volume shape {volume.shape} differs from grid {source.shape}")
+    xp = array_module(volume)
+    out = xp.asarray(volume, dtype=xp.float32)
+    if source == target:
+        return out
+    for axis, (origin, spacing, n, positions) in enumerate(zip(
+            source.origin_mm, source.spacing_mm, source.shape, target.axes_mm())):
+        index = (positions - origin) / spacing
+        inside = (index >= -0.5 - 1e-6) & (index <= n - 0.5 + 1e-6)
+        index = np.clip(index, 0.0, n - 1)
+        lower = np.floor(index).astype(np.int64)
+        upper = np.minimum(lower + 1, n - 1)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        w = xp.asarray((index - lower).astype(np.float32).reshape(shape))
+        blended = (xp.take(out, xp.asarray(lower), axis=axis) * (1 - w)
+                   + xp.take(out, xp.asarray(upper), axis=axis) * w)
+        out = xp.where(xp.asarray(inside.reshape(shape)), blended, xp.float32(fill))
+    return out

@@ -1,7 +1,7 @@
 """A planned cohort's results: one row per patient, ``cohort.csv`` (and Parquet), the HTML report.
 
 A patient's row comes from its plan folder (the ``summary.json`` that
-:func:`planner.pipeline.plan_patient` writes: goals met, MU, segments, time per step, the
+:func:`planner.plan.plan_patient` writes: goals met, MU, segments, time per step, the
 plan-quality figures) and, where the patient has a reference dose (an OpenKBP ``dose.csv``),
 the same figures of the plan and of the reference and the plan's dose score against it (the
 OpenKBP challenge's: mean absolute difference over the possible-dose mask), both on the

@@ -9,7 +9,6 @@ dose-influence matrix are the grid's voxels in C order (flat index of ``[z, y, x
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
+from dose._xp import array_module
 from optim.autoplan import (
     AutoPlanResult, NormalTissue, PlanGoal, TargetDose, evaluate_goals, plan_automatically,
 )
@@ -25,7 +25,7 @@ from optim.objectives import resolve_overlaps
 from planner.patient import Patient
 from planner.planning_structures import PlanningStructures, body_or_dense, planning_structures
 from planner.protocol import (
-    OUTSIDE_TARGETS, Goal, Protocol, StructureMapping, map_structures, plan_goal,
+    OUTSIDE_TARGETS, Goal, Protocol, StructureMapping, plan_goal,
 )
 
 RING_MM = 50.0      # normal tissue within 50 mm of a target shapes the fall-off (it ends at 30 mm)
@@ -137,8 +137,7 @@ def fluence_problem(patient: Patient, protocol: Protocol, *, xp: Any = np,
             goals.append(plan_goal(protocol, g, indices, voxel_cc, objective_indices))
     ring = sampled & (distance <= ring_mm)
     normal = (NormalTissue(rows(ring), xp.asarray(distance[ring])) if ring.any() else None)
-    mapping = map_structures(protocol, [s.name for s in patient.structures])
-    return FluenceProblem(targets, tuple(goals), normal, mapping, structures)
+    return FluenceProblem(targets, tuple(goals), normal, structures.names, structures)
 
 
 def distance_from_targets(patient: Patient, structures: PlanningStructures) -> np.ndarray:
@@ -190,19 +189,12 @@ def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_ST
     return keep
 
 
-def dij_array_module(D: Any) -> Any:
-    """cupy for a cupyx sparse Dij (the GPU: index arrays over its rows must live there too),
-    else numpy."""
-    cupy = sys.modules.get("cupy")
-    return cupy if cupy is not None and type(D).__module__.startswith("cupyx") else np
-
-
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
                      regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
                      achievable_dose_gy: np.ndarray | None = None,
                      time_limit_s: float | None = None,
                      progress: Callable[[str, Progress], None] | None = None,
-                     structures: PlanningStructures | None = None) -> PatientPlan:
+                     problem: FluenceProblem | None = None) -> PatientPlan:
     """Automatic fluence plan of ``patient`` from ``protocol`` and its dose-influence matrix.
 
     Parameters
@@ -225,8 +217,9 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         Wall-time budget of the optimisation.
     progress : callable, optional
         Called with the step name and each iteration's progress.
-    structures : PlanningStructures, optional
-        ``planning_structures(patient, protocol)``, when the caller has it already.
+    problem : FluenceProblem, optional
+        ``fluence_problem(patient, protocol, xp=...)`` on ``D``'s device, when the caller has it
+        already.
 
     Returns
     -------
@@ -234,8 +227,9 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     """
     if D.shape[0] != patient.grid.size:
         raise ValueError(f"Dij has {D.shape[0]} rows, the patient grid {patient.grid.size} voxels")
-    xp = dij_array_module(D)
-    problem = fluence_problem(patient, protocol, xp=xp, structures=structures)
+    xp = array_module(D)
+    if problem is None:
+        problem = fluence_problem(patient, protocol, xp=xp)
     floor = None
     if achievable_dose_gy is not None:
         achievable = xp.asarray(np.asarray(achievable_dose_gy, dtype=np.float64).ravel())

@@ -23,7 +23,7 @@ import scipy.ndimage
 
 from dose.segments import MIN_DOSE_DENSITY_G_CM3
 from planner.patient import Patient, Structure
-from planner.protocol import OUTSIDE_TARGETS, Protocol, map_structures
+from planner.protocol import OUTSIDE_TARGETS, Protocol, StructureMapping, map_structures
 
 OPTIMISED_SUFFIX = "_opt"
 
@@ -39,16 +39,22 @@ class PlanningStructures:
     mapping : dict
         Protocol structure name -> the patient structure its goals and objectives act on (a
         target's optimised volume, ``Outside PTVs`` itself, an organ as delineated).
-    delineated : dict
-        Protocol structure name -> the delineated patient structure (no derived ones).
+    names : StructureMapping
+        The protocol's structures mapped onto the delineated ones
+        (:func:`planner.protocol.map_structures`).
     notes : tuple of str
         One line per derived structure: what it is and how much was left out.
     """
 
     patient: Patient = field(repr=False)
     mapping: dict[str, str]
-    delineated: dict[str, str]
+    names: StructureMapping
     notes: tuple[str, ...]
+
+    @property
+    def delineated(self) -> dict[str, str]:
+        """Protocol structure name -> the delineated patient structure (no derived ones)."""
+        return self.names.mapping
 
     def mask(self, protocol_name: str) -> np.ndarray:
         """The mask a protocol structure's goals act on."""
@@ -62,8 +68,12 @@ def body_or_dense(patient: Patient) -> np.ndarray:
     return patient.density >= MIN_DOSE_DENSITY_G_CM3 if body is None else body
 
 
-def planning_structures(patient: Patient, protocol: Protocol) -> PlanningStructures:
+def planning_structures(patient: Patient, protocol: Protocol,
+                        names: StructureMapping | None = None) -> PlanningStructures:
     """The optimisation structures of ``patient`` under ``protocol`` (module docstring).
+
+    ``names`` is ``map_structures(protocol, <the patient's structure names>)`` when the caller
+    has mapped them already.
 
     Raises
     ------
@@ -72,8 +82,9 @@ def planning_structures(patient: Patient, protocol: Protocol) -> PlanningStructu
         :func:`planner.protocol.map_structures`).
     """
     settings = protocol.planning
-    names = [s.name for s in patient.structures]
-    delineated = map_structures(protocol, names).mapping
+    if names is None:
+        names = map_structures(protocol, [s.name for s in patient.structures])
+    delineated = names.mapping
     body = body_or_dense(patient)
     # Depth of each voxel centre below the surface: the distance to the nearest voxel outside
     # the body less half a voxel.
@@ -85,7 +96,7 @@ def planning_structures(patient: Patient, protocol: Protocol) -> PlanningStructu
     mapping = dict(delineated)
     notes = []
     whole_targets = np.zeros(patient.grid.shape, dtype=bool)
-    taken = set(names)
+    taken = {s.name for s in patient.structures}
     for rx in protocol.prescriptions:
         if rx.target not in delineated:
             continue
@@ -120,4 +131,4 @@ def planning_structures(patient: Patient, protocol: Protocol) -> PlanningStructu
     notes.append(f"{OUTSIDE_TARGETS} = the body outside every prescribed target "
                  f"({outside.sum() * voxel_cc:.0f} cc)")
     planned = replace(patient, structures=patient.structures + tuple(added))
-    return PlanningStructures(planned, mapping, delineated, tuple(notes))
+    return PlanningStructures(planned, mapping, names, tuple(notes))

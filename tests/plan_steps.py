@@ -1,4 +1,4 @@
-"""The steps ``planner plan`` reports, in order (shared by the pipeline and CLI tests)."""
+"""The steps ``planner plan`` reports, in order (shared by the planner.plan and CLI tests)."""
 
 STEPS = ["import", "dose grid", "beams", "dij", "seed", "optimisation", "sequencing",
          "segment doses", "segment weights", "final dose", "normalisation", "export", "report"]

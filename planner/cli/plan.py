@@ -1,6 +1,6 @@
 """``planner plan PATIENT [--protocol NAME|FILE] [--out DIR] [--device auto|cpu|cuda]``.
 
-The whole pipeline (:func:`planner.pipeline.plan_patient`): one line per step with its time on
+The whole plan (:func:`planner.plan.plan_patient`): one line per step with its time on
 stderr (and in ``plan.log``), the optimiser's iterations on one overwritten line when stderr is
 a terminal, and the summary (goals before and after sequencing, segments, MU, time per step) on
 stdout. A protocol that conflicts with the structures stops the run with exit code 1 and the
@@ -22,7 +22,7 @@ from planner.cli.protocol import (
 )
 from planner.io import load_patient
 from planner.io._atomic import check_writable
-from planner.pipeline import plan_patient, summary_text
+from planner.plan import plan_patient, summary_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from planner.io import load_patient
 from planner.io._atomic import check_writable, write_file_atomic
 from planner.patient import Patient
-from planner.pipeline import default_protocol
+from planner.plan import default_protocol
 from planner.prescription import (
     CommandLinePrescription,
     ProtocolDraft,

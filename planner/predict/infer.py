@@ -2,9 +2,9 @@
 
 A patient on another grid is resampled (trilinear, axis-aligned) onto a 128^3 network grid of the
 OpenKBP median spacing (2.5 mm slices, 3.906 mm pixels) centred on its targets, predicted there,
-resampled back onto the dose grid and set to 0 where no dose is possible (the possible-dose mask,
-else the external contour, else CT above -500 HU). All array work runs in torch on the chosen
-device, so the same code serves the CPU and a CUDA GPU.
+resampled back onto the dose grid (:func:`dose.grid.resample`) and set to 0 where no dose is
+possible (the possible-dose mask, else the external contour, else CT above -500 HU). The network
+runs in torch on the chosen device, so the same code serves the CPU and a CUDA GPU.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dose._data import DATA_DIR
-from dose.grid import Grid
+from dose.grid import Grid, resample
 from planner.errors import InputError
 from planner.io._atomic import write_file_atomic
 from planner.io.openkbp import OPENKBP_SHAPE
@@ -171,41 +171,6 @@ def network_grid(patient: Patient) -> Grid:
     return Grid(tuple(origin), tuple(spacing), OPENKBP_SHAPE)
 
 
-def resample(volume: torch.Tensor, source: Grid, target: Grid, fill: float) -> torch.Tensor:
-    """Trilinear resampling of a ``[z, y, x]`` volume between axis-aligned grids.
-
-    Separable (one linear interpolation per axis), so memory stays at the size of the volumes.
-    Points outside the source's voxels (beyond half a voxel from the outer centres) get ``fill``.
-
-    Parameters
-    ----------
-    volume : (nz, ny, nx) float tensor on ``source``
-    source, target : Grid
-    fill : float
-
-    Returns
-    -------
-    (target.shape) float32 tensor, same device
-    """
-    out = volume.to(torch.float32)
-    for axis, (o_src, s_src, n_src, o_dst, s_dst, n_dst) in enumerate(zip(
-            source.origin_mm, source.spacing_mm, source.shape,
-            target.origin_mm, target.spacing_mm, target.shape)):
-        position = o_dst + s_dst * torch.arange(n_dst, device=out.device, dtype=torch.float64)
-        f = (position - o_src) / s_src
-        inside = (f >= -0.5) & (f <= n_src - 0.5)
-        f = f.clamp(0, n_src - 1)
-        i0 = f.floor().long()
-        i1 = (i0 + 1).clamp(max=n_src - 1)
-        w = (f - i0).to(torch.float32)
-        shape = [1, 1, 1]
-        shape[axis] = n_dst
-        w = w.reshape(shape)
-        blended = out.index_select(axis, i0) * (1 - w) + out.index_select(axis, i1) * w
-        out = torch.where(inside.reshape(shape), blended, torch.tensor(fill, device=out.device))
-    return out
-
-
 def dose_possible_mask(patient: Patient) -> np.ndarray:
     """Where dose may be: the possible-dose mask, else the external contour, else CT > -500 HU."""
     if patient.possible_dose_mask is not None:
@@ -245,14 +210,11 @@ def predict_dose(patient: Patient, model: DoseModel,
     reason = unsupported_reason(patient)
     if reason is not None:
         raise InputError(f"{patient.name}: dose prediction not possible: {reason}")
-    device = next(model.parameters()).device
     net = network_grid(patient)
     dose_grid = dose_grid or patient.grid
-    same = net == patient.grid
 
     def to_net(array: np.ndarray, fill: float) -> np.ndarray:
-        tensor = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32), device=device)
-        return (tensor if same else resample(tensor, patient.grid, net, fill)).cpu().numpy()
+        return resample(np.asarray(array, dtype=np.float32), patient.grid, net, fill=fill)
 
     organs = openkbp_organs(patient)
     targets = {name: (to_net(patient.structure(name).mask, 0.0), rx)
@@ -260,11 +222,8 @@ def predict_dose(patient: Patient, model: DoseModel,
     inputs = encode_inputs(to_net(patient.hu, -1024.0), targets,
                            {organ: to_net(patient.structure(name).mask, 0.0)
                             for organ, name in organs.items()})
-    dose = predict_inputs(model, inputs)
-    possible = torch.as_tensor(dose_possible_mask(patient), device=device)
-    if dose_grid != net:
-        dose = resample(dose, net, dose_grid, 0.0)
+    dose = resample(predict_inputs(model, inputs).cpu().numpy(), net, dose_grid)
+    possible = dose_possible_mask(patient)
     if dose_grid != patient.grid:
-        possible = resample(possible.float(), patient.grid, dose_grid, 0.0) >= 0.5
-    dose = torch.where(possible, dose, torch.zeros((), device=device))
-    return DosePrediction(dose_grid, dose.cpu().numpy().astype(np.float32), organs)
+        possible = resample(possible.astype(np.float32), patient.grid, dose_grid) >= 0.5
+    return DosePrediction(dose_grid, np.where(possible, dose, np.float32(0.0)), organs)

@@ -34,7 +34,7 @@ coverage step, sooner on the patients that meet them easily but less reliably on
 limit (a hard goal lost on pt_210 in 4 of 6 repeats). So the way to the hard goals is the
 unseeded one, iteration for iteration, and the prediction then shapes the sparing. The network
 needs no Dij: :func:`predict_seed` can run while the Dij is computed (as
-:func:`planner.pipeline.plan_patient` does).
+:func:`planner.plan.plan_patient` does).
 
 Where the network does not apply (:func:`planner.predict.infer.unsupported_reason`) or no model is
 available, :func:`predict_seed` returns a :class:`Seed` without a dose whose ``note`` says why,
@@ -51,9 +51,10 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
+from dose._xp import array_module
 from optim.objectives import DoseMimicking
 from planner.errors import InputError
-from planner.optimize import dij_array_module, sample_lattice
+from planner.optimize import sample_lattice
 from planner.patient import Patient, Prescription
 from planner.predict.infer import (
     BODY_HU,
@@ -157,7 +158,7 @@ def seed_arguments(patient: Patient, D: Any, seed: Seed) -> dict[str, Any]:
         return {}
     return {"achievable_dose_gy": seed.dose_gy,
             "sparing_objectives": mimicking_objectives(patient, seed.dose_gy,
-                                                       xp=dij_array_module(D))}
+                                                       xp=array_module(D))}
 
 
 def predict_seed(patient: Patient, model_path: Path | None = None, device: str = "auto") -> Seed:

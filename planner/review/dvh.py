@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dose.grid import Grid
+from dose.grid import Grid, resample
 from optim import dvh
 from planner.io._atomic import write_file_atomic
 from planner.patient import Structure
@@ -172,25 +172,10 @@ def structure_dvhs(dose_gy: np.ndarray, grid: Grid, structures: Sequence[Structu
     return tuple(curves), tuple(stats)
 
 
-def _axis_weights(source: np.ndarray, target: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation from ``source`` voxel centres (increasing, mm) to ``target`` (mm):
-    lower index, upper index, upper weight, and whether each target lies inside the source's
-    voxels (outside: no dose known)."""
-    step = source[1] - source[0] if source.size > 1 else 1.0
-    position = (target - source[0]) / step
-    inside = (position >= -0.5 - 1e-6) & (position <= source.size - 0.5 + 1e-6)
-    position = np.clip(position, 0.0, source.size - 1)
-    lower = np.floor(position).astype(np.int64)
-    upper = np.minimum(lower + 1, source.size - 1)
-    return lower, upper, position - lower, inside
-
-
 def resample_dose(dose_gy: np.ndarray, dose_grid: Grid, grid: Grid) -> np.ndarray:
-    """The dose at the voxel centres of ``grid``, interpolated trilinearly from ``dose_grid``.
-
-    Within half a voxel beyond the outer dose voxel centres the edge value is kept (the dose
-    grid's voxels cover that region); further out the dose is 0 (not calculated there).
+    """The dose at the voxel centres of ``grid``, interpolated trilinearly from ``dose_grid``
+    (:func:`dose.grid.resample`): within half a voxel beyond the outer dose voxel centres the
+    edge value is kept, further out the dose is 0 (not calculated there).
 
     Parameters
     ----------
@@ -202,19 +187,7 @@ def resample_dose(dose_gy: np.ndarray, dose_grid: Grid, grid: Grid) -> np.ndarra
     -------
     (grid.shape) float32 array, Gy
     """
-    if dose_gy.shape != dose_grid.shape:
-        raise ValueError(f"dose shape {dose_gy.shape} differs from grid {dose_grid.shape}")
-    out = np.asarray(dose_gy, dtype=np.float32)
-    inside_all = []
-    # Separable: interpolate along z, then y, then x (the grids share their axes' directions).
-    for axis, (source, target) in enumerate(zip(dose_grid.axes_mm(), grid.axes_mm())):
-        lower, upper, weight, inside = _axis_weights(source, target)
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        w = weight.astype(np.float32).reshape(shape)
-        out = np.take(out, lower, axis=axis) * (1 - w) + np.take(out, upper, axis=axis) * w
-        inside_all.append(inside.reshape(shape))
-    return out * (inside_all[0] & inside_all[1] & inside_all[2])
+    return resample(np.asarray(dose_gy), dose_grid, grid)
 
 
 def format_statistics_table(stats: Sequence[DoseStatistics]) -> str:

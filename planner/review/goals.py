@@ -14,7 +14,7 @@ import numpy as np
 from optim.autoplan import evaluate_goal
 from planner.patient import Patient
 from planner.planning_structures import PlanningStructures, planning_structures
-from planner.protocol import Goal, Protocol, map_structures, plan_goal
+from planner.protocol import Goal, Protocol, StructureMapping, map_structures, plan_goal
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ class Conflict:
     explanation: str
 
 
-def protocol_conflicts(patient: Patient, protocol: Protocol) -> tuple[Conflict, ...]:
+def protocol_conflicts(patient: Patient, protocol: Protocol,
+                       names: StructureMapping | None = None) -> tuple[Conflict, ...]:
     """Targets that overlap an organ whose hard maximum-dose limit is below their prescription.
 
     A maximum-dose limit is a hard ``D<v>`` goal with an upper bound (``Dmax``, ``D0.1cc``,
@@ -160,6 +161,8 @@ def protocol_conflicts(patient: Patient, protocol: Protocol) -> tuple[Conflict, 
     ----------
     patient : Patient
     protocol : Protocol
+    names : StructureMapping, optional
+        ``map_structures(protocol, <the patient's structure names>)``, when the caller has it.
 
     Returns
     -------
@@ -172,7 +175,9 @@ def protocol_conflicts(patient: Patient, protocol: Protocol) -> tuple[Conflict, 
         A structure needed by a non-optional goal is missing (from
         :func:`planner.protocol.map_structures`).
     """
-    mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping
+    if names is None:
+        names = map_structures(protocol, [s.name for s in patient.structures])
+    mapping = names.mapping
     voxel_cc = patient.grid.voxel_volume_cc
     conflicts = []
     for rx in protocol.prescriptions:

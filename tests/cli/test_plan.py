@@ -1,6 +1,6 @@
 """``planner plan``: progress and summary, a DICOM patient's plan, exit codes, nothing half-written.
 
-The plans are CI-sized (few coarse beams and segments); tests/planner/test_pipeline.py checks the
+The plans are CI-sized (few coarse beams and segments); tests/planner/test_plan_patient.py checks the
 exported files against the reported goals and with dciodvfy.
 """
 
@@ -11,7 +11,8 @@ import json
 import pydicom
 import pytest
 
-import planner.pipeline
+import planner.plan.fluence
+import planner.plan.output
 from planner.cli.main import main
 from planner.io.dicom_patient import STRUCTURE_SET_FILE, write_dicom_patient
 from planner.phantoms import cshape_phantom
@@ -65,7 +66,7 @@ def test_no_seed_plans_unseeded_and_says_so(tmp_path, capsys, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("the dose prediction was run under --no-seed")
 
-    monkeypatch.setattr(planner.pipeline, "_predict_seed", no_network)
+    monkeypatch.setattr(planner.plan.fluence, "_predict_seed", no_network)
     out = tmp_path / "plan"
     assert main(["plan", "example:cshape", "--out", str(out), "--no-seed"] + COARSE[:2]
                 + ["--beams", "3"] + COARSE[4:]) == 0
@@ -166,7 +167,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, capsys, monkeypatch, dicom_pat
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(planner.pipeline, "write_report", interrupt)
+    monkeypatch.setattr(planner.plan.output, "write_report", interrupt)
     out = tmp_path / "plan"
     assert main(["plan", str(folder), "--out", str(out)] + COARSE[:2] + ["--beams", "3"]
                 + COARSE[4:]) == 130

@@ -1,4 +1,4 @@
-"""planner.pipeline: the whole plan, end to end, checked against the files it exports.
+"""planner.plan: the stages, and the whole plan end to end checked against the files it exports.
 
 The end-to-end runs are CI-sized (coarse beamlets and dose grid, 5 beams, few segments): they
 check that the steps join up and that what the summary reports is what the exported DICOM files
@@ -25,11 +25,14 @@ from planner.io.rtplan import read_rt_plan
 from planner.patient import Patient, Structure
 from planner.phantoms import cshape_phantom
 from planner.errors import InputError, PlannerError
-from planner.pipeline import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
-                              ProtocolConflictError, default_protocol, dose_calculation_mask,
-                              dose_grid_for, goals_to_restore, plan_patient, resample_patient,
-                              needed_voxels, normalisation_scale, segment_weight_goals,
-                              sequence_beams)
+from planner.optimize import fluence_problem
+from planner.plan import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
+                          ProtocolConflictError, default_protocol, dose_grid_for, plan_patient,
+                          resample_patient)
+from planner.plan.goal_repair import goals_to_restore, segment_weight_goals
+from planner.plan.grid import dose_calculation_mask, needed_voxels
+from planner.plan.normalisation import normalisation_scale
+from planner.plan.sequencing import sequence_beams
 from planner.review.dvh import resample_dose
 from planner.planning_structures import planning_structures
 from planner.protocol import PROTOCOL_DIR, read_protocol
@@ -42,6 +45,12 @@ DCIODVFY = Path(sys.executable).parent / "dciodvfy"
 
 # CI-sized plan: 5 fields, 10 mm beamlets, 8 mm dose grid, at most 5 segments per beam.
 COARSE = dict(beam_count=5, beamlet_mm=10.0, dose_grid_mm=8.0, max_segments_per_beam=5)
+
+
+def hard_goals_on_rows(patient, protocol, voxel_index):
+    """The fluence problem's hard goals on the rows ``voxel_index``, as the goal repair takes them."""
+    return segment_weight_goals([g for g in fluence_problem(patient, protocol).goals if g.hard],
+                                patient.grid.size, voxel_index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +124,7 @@ def test_segment_weight_goals_are_the_hard_goals_on_the_rows():
     patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
     protocol = read_protocol("tg119_c_shape")
     voxel_index = np.flatnonzero(needed_voxels(patient, protocol).ravel())
-    goals = segment_weight_goals(patient, protocol, voxel_index)
+    goals = hard_goals_on_rows(patient, protocol, voxel_index)
     assert [g.label for g in goals] == ["PTV D95% >= 50 Gy", "PTV D10% <= 55 Gy",
                                         "Core D10% <= 25 Gy", "Outside PTVs V115% <= 1 cc",
                                         "Outside PTVs Dmax <= 120 %"]
@@ -148,7 +157,7 @@ def test_goals_to_restore_moves_a_lost_limit_by_what_the_rows_overrate():
     protocol = read_protocol("tg119_c_shape")
     voxel_index = np.flatnonzero(needed_voxels(patient, protocol).ravel())
     ptv, core = patient.structure("PTV").mask, patient.structure("Core").mask
-    goals = segment_weight_goals(patient, protocol, voxel_index)
+    goals = hard_goals_on_rows(patient, protocol, voxel_index)
 
     def dose(core_gy):
         return np.where(ptv, 52.0, 0.0) + np.where(core, core_gy, 0.0)
@@ -183,7 +192,7 @@ def test_goals_to_restore_moves_a_lost_hot_spot_limit_in_the_rows_own_cc():
     patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
     protocol = read_protocol("tg119_c_shape")
     voxel_index = np.flatnonzero(needed_voxels(patient, protocol).ravel())
-    goals = segment_weight_goals(patient, protocol, voxel_index)
+    goals = hard_goals_on_rows(patient, protocol, voxel_index)
     hot = goals[3]
     assert hot.label == "Outside PTVs V115% <= 1 cc"
     ptv = patient.structure("PTV").mask

@@ -33,7 +33,6 @@ the parent folder and its direct subfolders.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from dose._xp import resolve_device, to_device
 from dose.gamma import gamma_index, gamma_statistics
 from dose.grid import Grid
 from planner.errors import InputError
-from planner.io._atomic import write_file_atomic
+from planner.io._atomic import write_json_atomic
 from planner.io._dicom import (
     CT_IMAGE_STORAGE,
     MANUFACTURER,
@@ -559,6 +558,4 @@ def write_check_json(path: str | Path, result: CheckResult, *, overwrite: bool =
     InputError
         ``path`` exists and ``overwrite`` is false.
     """
-    text = json.dumps(check_summary(result), indent=2) + "\n"
-    return write_file_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"),
-                             overwrite=overwrite)
+    return write_json_atomic(Path(path), check_summary(result), overwrite=overwrite)

@@ -28,7 +28,7 @@ from planner.errors import InputError
 from planner.io import load_patient
 
 #: Options of ``planner plan`` that the batch sets itself (per patient) rather than passing on.
-OWN_OPTIONS = ("patient", "out", "force", "help")
+OWN_OPTIONS = ("patient", "out", "json", "force", "help")
 LOGS = "logs"
 
 

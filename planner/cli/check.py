@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from planner.check import (GAMMA_DOSE_PERCENT, GAMMA_DTA_MM, TG218_TOLERANCE, check_plan,
                            format_check, write_check_json)
+from planner.cli._output import add_force_option, add_json_option, check_outputs
 from planner.cli._warnings import warnings_to_stderr
 from planner.errors import PlannerError
-from planner.io._atomic import check_writable
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check", help="independent dose check: recompute an RT Plan, compare with its RT Dose",
         description="Recompute the dose of a 6 MV photon step-and-shoot RT Plan from its control "
-                    "points on its CT and compare it with its RT Dose: gamma 3 %% (global) / 2 mm "
-                    "above 10 %% of the maximum, and Dmean, D95, D2 and D0.1cc of every structure. "
-                    "The check passes when at least 95 %% of the points pass (AAPM TG-218). By "
+                    "points on its CT and compare it with its RT Dose: gamma 3 % (global) / 2 mm "
+                    "above 10 % of the maximum, and Dmean, D95, D2 and D0.1cc of every structure. "
+                    "The check passes when at least 95 % of the points pass (AAPM TG-218). By "
                     "default the RT Dose referencing the plan, the RT Structure Set it references "
                     "and the CT of its frame of reference are looked for in the plan's folder, "
                     "then in its parent folder. Exit code 0: pass; 1: fail; 2: bad input.")
@@ -26,16 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rtdose", metavar="FILE", help="RT Dose file of the plan")
     parser.add_argument("--ct", metavar="DIR", help="folder holding the plan's CT series")
     parser.add_argument("--rtstruct", metavar="FILE", help="RT Structure Set file")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing JSON file")
+    add_json_option(parser)
+    add_force_option(parser)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to compute the dose and the gamma (default %(default)s)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.json:
-        check_writable(Path(args.json), args.force)  # before minutes of computing
+    check_outputs(args)
     with warnings_to_stderr():
         result = check_plan(args.rtplan, rtdose=args.rtdose, ct=args.ct, rtstruct=args.rtstruct,
                             device=args.device)

@@ -13,7 +13,8 @@ from dose._xp import resolve_device
 from dose.beam_model import load_beam_model
 from dose.commissioning import WaterResult, water_field
 from dose.machine import load_machine
-from planner.io._atomic import atomic_directory, check_writable
+from planner.cli._output import add_json_option, add_out_option, check_outputs, write_json
+from planner.io._atomic import atomic_directory
 
 #: Square fields (cm) computed; BJR Supplement 25 gives PDDs for 6, 7 and 10 cm (DESIGN.md).
 FIELDS_CM = (4, 6, 7, 10, 20)
@@ -29,16 +30,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Compute central-axis depth doses (SSD 100 cm) and profiles at 10 cm depth "
                     f"in water for square fields of {', '.join(map(str, FIELDS_CM))} cm, write "
                     "pdd.png, profiles.png and commissioning.csv (PDD(10), PDD(20), d_max, "
-                    "80-20 %% penumbra and output factor beside the published values).")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+                    "80-20 % penumbra and output factor beside the published values).")
+    add_out_option(parser, "pdd.png, profiles.png and commissioning.csv")
+    add_json_option(parser)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="array backend (auto: CUDA when cupy finds a GPU)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    check_writable(args.out, args.force)  # before minutes of work, not after
+    check_outputs(args)
     device = resolve_device(args.device)
     xp = np
     if device == "cuda":
@@ -48,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         write_table(results, folder / "commissioning.csv")
         plot(results, folder)
     print(f"wrote {args.out / 'commissioning.csv'}, pdd.png, profiles.png")
-    for row in table_rows(results):
+    rows = table_rows(results)
+    for row in rows:
         print("  " + ", ".join(f"{k} {v}" for k, v in row.items() if v != ""))
+    write_json(args, rows)
     return 0
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
+from planner.cli._output import add_force_option, add_json_option, check_outputs, write_json
 from planner.cli._warnings import warnings_to_stderr
 from planner.errors import InputError
+from planner.io._atomic import check_writable
 from planner.review.dvh import (
     DEFAULT_BIN_GY,
     format_statistics_table,
@@ -24,17 +28,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "centre is inside), the dose interpolated along z where needed.")
     parser.add_argument("rtdose", metavar="RTDOSE", help="RT Dose file (Gy)")
     parser.add_argument("rtstruct", metavar="RTSTRUCT", help="RT Structure Set file")
-    parser.add_argument("--csv", metavar="FILE",
+    parser.add_argument("--csv", type=Path, metavar="FILE",
                         help="write the cumulative DVH curves (cc and %% per structure) here")
     parser.add_argument("--bin-gy", type=float, default=DEFAULT_BIN_GY, metavar="GY",
                         help="dose step of the CSV curves (default %(default)s Gy)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing CSV file")
+    add_json_option(parser)
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0.001 <= args.bin_gy <= 1.0:
         raise InputError(f"--bin-gy: {args.bin_gy:g} Gy is outside 0.001-1 Gy")
+    check_outputs(args)
+    if args.csv:
+        check_writable(args.csv, args.force)
     with warnings_to_stderr():
         dose, grid, structures = read_dose_and_structures(args.rtdose, args.rtstruct)
     dvhs, stats = structure_dvhs(dose, grid, structures, bin_width_gy=args.bin_gy)
@@ -43,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {path}: cumulative DVHs of {len(dvhs)} structures, {args.bin_gy:g} Gy bins")
     else:
         print(format_statistics_table(stats))
+    write_json(args, [dataclasses.asdict(s) for s in stats])
     return 0

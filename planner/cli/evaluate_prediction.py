@@ -9,17 +9,17 @@ import argparse
 import csv
 import functools
 import io
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from planner.cli._output import add_force_option, add_json_option, check_outputs, write_json
 from planner.cli.train import add_threads_option, set_threads
 from planner.cohort import (ClusterOptions, Task, add_cluster_options, cluster_options,
                             dask_client, run_tasks)
 from planner.errors import InputError
-from planner.io._atomic import write_file_atomic
+from planner.io._atomic import check_writable, write_file_atomic
 from planner.predict.data import patient_folders
 from planner.predict.evaluate import Evaluation, Summary, evaluate_patient, summarise
 
@@ -44,9 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     add_threads_option(parser)
     parser.add_argument("--csv", type=Path, default=None,
-                        help="also write per-patient scores and reasons here, and the same with "
-                             "each patient's DVH errors as JSON beside it (.json)")
-    parser.add_argument("--force", action="store_true", help="overwrite --csv and its JSON")
+                        help="also write per-patient scores and reasons here")
+    add_json_option(parser)
+    add_force_option(parser)
     add_cluster_options(parser, threads=False)
     parser.set_defaults(run=run)
 
@@ -56,7 +56,8 @@ def _number(value: float | None) -> str:
 
 
 def _report(rows: list[Evaluation], summary: Summary, source: str) -> dict:
-    """The JSON written beside the CSV: the overall scores, then every patient's row."""
+    """The ``--json`` results: the overall scores, then every patient's row with its DVH
+    errors."""
     def patient(r: Evaluation) -> dict:
         s = r.scores
         return {"patient": r.name, "dose_score_gy": None if s is None else s.dose_score_gy,
@@ -105,14 +106,9 @@ def _on_dask(folders: list[Path], args: argparse.Namespace, options: ClusterOpti
 
 def run(args: argparse.Namespace) -> int:
     folders = patient_folders(args.data_dir)
-    json_path = None if args.csv is None else args.csv.with_suffix(".json")
+    check_outputs(args)
     if args.csv is not None:
-        if args.csv.suffix == ".json":
-            raise InputError(f"{args.csv}: --csv must not end in .json (the JSON is written "
-                             f"beside it)")
-        for path in (args.csv, json_path):
-            if path.exists() and not args.force:
-                raise InputError(f"{path}: already exists (use --force to overwrite)")
+        check_writable(args.csv, args.force)
     options = cluster_options(args)
     if args.predictions is None:
         source = " + ".join(p.name for p in args.model) if args.model else "shipped weights"
@@ -155,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{summary.scored} of {summary.patients} patients"])
         write_file_atomic(args.csv, lambda tmp: tmp.write_text(text.getvalue()),
                           overwrite=args.force)
-        report = json.dumps(_report(rows, summary, source), indent=2) + "\n"
-        write_file_atomic(json_path, lambda tmp: tmp.write_text(report), overwrite=args.force)
+    write_json(args, _report(rows, summary, source))
     if not summary.scored:
         first = rows[0]
         raise InputError(f"{args.data_dir}: none of the {summary.patients} patients could be "

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from dose.grid import Grid
+from planner.cli._output import add_force_option, add_json_option, check_outputs, write_json
 from planner.errors import InputError
 from planner.io import load_patient
 from planner.io.dicom_patient import DicomFolder, read_dicom_folder
@@ -25,10 +27,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("patient", metavar="PATIENT",
                         help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
                              "folder or a DICOM folder (CT + RTSTRUCT)")
+    add_json_option(parser)
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs(args)
     try:
         patient = load_patient(args.patient)
     except InputError:
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             print(folder_summary(read_dicom_folder(folder)))
         raise
     print(summary(patient))
+    write_json(args, summary_json(patient))
     return 0
 
 
@@ -77,6 +83,25 @@ def summary(patient: Patient) -> str:
         lines.append(f"  {rx.target}: {rx.dose_gy:g} Gy in {rx.fractions} fractions "
                      f"({rx.dose_per_fraction_gy:g} Gy per fraction)")
     return "\n".join(lines)
+
+
+def summary_json(patient: Patient) -> dict[str, Any]:
+    """:func:`summary` as plain data for JSON (mm, Gy, cc; the grid's axes in (z, y, x) order)."""
+    low, high = patient.grid.extent_mm()
+    return {
+        "patient": patient.name, "source": patient.source,
+        "grid": {"shape_zyx": list(patient.grid.shape),
+                 "spacing_zyx_mm": list(patient.grid.spacing_mm),
+                 "origin_zyx_mm": list(patient.grid.origin_mm),
+                 "extent_zyx_mm": [[lo, hi] for lo, hi in zip(low, high)]},
+        "dicom": None if patient.dicom is None else {
+            "patient_id": patient.dicom.patient_id,
+            "patient_position": patient.dicom.patient_position},
+        "structures": [{"name": s.name, "type": s.kind, "volume_cc": patient.volume_cc(s.name)}
+                       for s in patient.structures],
+        "prescriptions": [{"target": rx.target, "dose_gy": rx.dose_gy, "fractions": rx.fractions}
+                          for rx in patient.prescriptions],
+    }
 
 
 def grid_lines(grid: Grid) -> list[str]:

@@ -1,16 +1,18 @@
-"""``planner optimize PATIENT --dij DIJ.npz --protocol P --out OUTDIR``: automatic fluence plan.
+"""``planner optimize PATIENT --dij DIJ.npz --protocol P --out DIR``: automatic fluence plan.
 
-Writes into OUTDIR (created complete or not at all): ``fluence.npz`` (``x``, one weight per Dij
+Writes into DIR (created complete or not at all): ``fluence.npz`` (``x``, one weight per Dij
 column), ``dose.npz`` (``dose_gy`` on the patient grid with ``origin_mm`` and ``spacing_mm``,
 [z, y, x]) and ``goals.csv`` (the goal table); the goal table and what stopped the optimiser are
-also printed.
+also printed (and written as JSON with ``--json FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -19,7 +21,8 @@ from dose._xp import resolve_device
 from planner.errors import InputError
 from planner.io import load_patient
 from planner.cli._numbers import positive
-from planner.io._atomic import atomic_directory, check_writable
+from planner.cli._output import add_json_option, add_out_option, check_outputs, write_json
+from planner.io._atomic import atomic_directory
 from planner.optimize import PatientPlan, optimise_patient
 from planner.protocol import read_protocol
 
@@ -30,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Automatic fluence-map optimisation: from a patient, its dose-influence "
                     "matrix and a protocol, reach the protocol's goals in prioritised steps "
                     "(coverage, hard goals, organ sparing) and write the fluence, the planned "
-                    "dose and the goal table into OUTDIR.")
+                    "dose and the goal table into DIR.")
     parser.add_argument("patient", metavar="PATIENT",
                         help="example:cshape|water|slab, a matRad .mat file, an OpenKBP patient "
                              "folder or a DICOM folder")
@@ -40,13 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", required=True,
                         help="protocol TOML file, or a bundled one: tg119_c_shape, "
                              "head_and_neck, prostate")
-    parser.add_argument("--out", type=Path, required=True, metavar="OUTDIR",
-                        help="folder to create")
     parser.add_argument("--time-limit", type=positive, default=None, metavar="S",
                         help="wall-time budget of the optimisation, seconds")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the Dij products run (default: CUDA when cupy finds a GPU)")
-    parser.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
+    add_out_option(parser, "fluence.npz, dose.npz and goals.csv")
+    add_json_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -64,7 +66,7 @@ def read_dij(path: Path, n_voxels: int) -> scipy.sparse.csr_matrix:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_writable(args.out, args.force)
+    check_outputs(args)
     try:
         device = resolve_device(args.device)
     except RuntimeError as error:  # --device cuda without a usable GPU: a bad option
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         write_plan(plan, patient.grid.origin_mm, patient.grid.spacing_mm, tmp)
     print(goal_table(plan))
     print(f"wrote fluence.npz, dose.npz and goals.csv to {args.out}")
+    write_json(args, results_json(plan))
     return 0
 
 
@@ -96,6 +99,21 @@ def write_plan(plan: PatientPlan, origin_mm: tuple, spacing_mm: tuple, folder: P
             writer.writerow([r.label, "hard" if r.hard else "soft", f"{r.value:.4f}",
                              f"{r.limit:.4f}", r.unit, "yes" if r.met else "no",
                              f"{r.margin:.4f}"])
+
+
+def results_json(plan: PatientPlan) -> dict[str, Any]:
+    """What :func:`goal_table` prints, as plain data for JSON (a goal without a limit: null)."""
+    def number(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    result = plan.result
+    return {"goals": [{"goal": r.label, "priority": "hard" if r.hard else "soft",
+                       "value": number(r.value), "limit": number(r.limit), "unit": r.unit,
+                       "met": bool(r.met), "margin": number(r.margin)} for r in result.goals],
+            "iterations": result.iterations, "steps": len(result.steps),
+            "elapsed_s": result.elapsed_s, "stopped_by": result.stopped_by,
+            "structures_not_in_protocol": list(plan.mapping.unmapped),
+            "protocol_structures_missing": list(plan.mapping.missing)}
 
 
 def goal_table(plan: PatientPlan) -> str:

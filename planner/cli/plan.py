@@ -1,27 +1,27 @@
-"""``planner plan PATIENT [--protocol NAME|FILE] [--out DIR] [--device auto|cpu|cuda]``.
+"""``planner plan PATIENT --out DIR [--protocol NAME|FILE] [--device auto|cpu|cuda]``.
 
 The whole plan (:func:`planner.plan.plan_patient`): one line per step with its time on
 stderr (and in ``plan.log``), the optimiser's iterations on one overwritten line when stderr is
 a terminal, and the summary (goals before and after sequencing, segments, MU, time per step) on
-stdout. A protocol that conflicts with the structures stops the run with exit code 1 and the
-overlap volumes, unless ``--allow-conflicts``; unmet goals do not change the exit code (the plan
-is written and they are reported as NOT MET).
+stdout (as JSON too with ``--json FILE``: the content of ``DIR/summary.json``). A protocol that
+conflicts with the structures stops the run with exit code 1 and the overlap volumes, unless
+``--allow-conflicts``; unmet goals do not change the exit code (the plan is written and they are
+reported as NOT MET).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from planner.cli._numbers import positive, whole
+from planner.cli._output import add_json_option, add_out_option, check_outputs, write_json
 from planner.cli.protocol import (
     add_protocol_options,
     choose_protocol,
     command_line_prescriptions,
 )
 from planner.io import load_patient
-from planner.io._atomic import check_writable
 from planner.plan import plan_patient, summary_text
 
 
@@ -35,8 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "RTSTRUCT when the patient did not come from DICOM) in OUT/dicom, the review "
                     "report in OUT/report, summary.json and plan.log in OUT.")
     add_protocol_options(parser)
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="folder to create (default: out/<PATIENT's last part>)")
+    add_out_option(parser, "dicom/, report/, summary.json and plan.log")
+    add_json_option(parser)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the dose engine and optimiser run (default: CUDA when cupy "
                              "finds a GPU)")
@@ -58,7 +58,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-conflicts", action="store_true",
                         help="plan even when a target overlaps an organ whose hard limit is "
                              "below its prescription (reported in the summary and report)")
-    parser.add_argument("--force", action="store_true", help="replace DIR if it exists")
     parser.set_defaults(run=run)
 
 
@@ -75,11 +74,11 @@ def _show(line: str, transient: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = args.out or Path("out") / Path(args.patient.replace(":", "_")).name
+    check_outputs(args)  # before the import and minutes of planning
+    out = args.out
     patient, protocol = args.patient, args.protocol
     prescriptions = command_line_prescriptions(args)
     if prescriptions:
-        check_writable(out, args.force)  # before the import, as plan_patient checks it
         patient = load_patient(args.patient)
         protocol = choose_protocol(args, patient, prescriptions).protocol()
     result = plan_patient(patient, protocol, out_dir=out, device=args.device,
@@ -92,4 +91,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}/: dicom/ (RT Plan, RT Dose"
           f"{', CT, RTSTRUCT' if result.files.wrote_images else ''}), report/report.html, "
           f"summary.json, plan.log")
+    write_json(args, result.summary)
     return 0

@@ -1,7 +1,7 @@
 """``planner protocol init PATIENT [--protocol P] [--prescription NAME=DOSE/FRACTIONS ...]``.
 
 Writes the TOML protocol that ``planner plan`` would use for the patient with the same options
-(to standard output, or to ``--out FILE``), the mapping to the patient's structures and each
+(to standard output, or to ``--toml FILE``), the mapping to the patient's structures and each
 limit's source as comments, for the user to adjust and pass back with ``--protocol``. The
 patient and protocol options are shared with ``planner plan`` (:func:`add_protocol_options`,
 :func:`choose_protocol`).
@@ -84,21 +84,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "patient's structures and each limit's source as comments; edit it and "
                     "plan with --protocol FILE.")
     add_protocol_options(init)
-    init.add_argument("--out", type=Path, default=None, metavar="FILE",
-                      help="write the protocol here (default: standard output)")
+    init.add_argument("--toml", type=Path, default=None, metavar="FILE",
+                      help="write the protocol to FILE (default: standard output)")
     init.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     init.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     prescriptions = command_line_prescriptions(args)
-    if args.out is not None:
-        check_writable(args.out, args.force)
+    if args.toml is not None:
+        check_writable(args.toml, args.force)
     patient = load_patient(args.patient)
     text = protocol_toml(choose_protocol(args, patient, prescriptions), patient) + "\n"
-    if args.out is None:
+    if args.toml is None:
         sys.stdout.write(text)
         return 0
-    write_file_atomic(args.out, lambda tmp: tmp.write_text(text), overwrite=args.force)
-    print(f"wrote {args.out}")
+    write_file_atomic(args.toml, lambda tmp: tmp.write_text(text), overwrite=args.force)
+    print(f"wrote {args.toml}")
     return 0

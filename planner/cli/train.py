@@ -43,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "score is OUT/model.pt with its card OUT/model.json.")
     parser.add_argument("data_dir", metavar="DATA_DIR", type=Path,
                         help="OpenKBP provided-data folder (with train-pats/, validation-pats/)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for checkpoint and model")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder to create, holding the checkpoint and the model (an "
+                             "existing one only with --resume or --force)")
     parser.add_argument("--epochs", type=whole(1), help="total epochs (default 100)")
     parser.add_argument("--base-channels", type=whole(1), help="U-Net width (default 16)")
     parser.add_argument("--levels", type=whole(1), help="U-Net levels (default 5)")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from planner.errors import InputError
 
@@ -35,6 +39,20 @@ def write_file_atomic(target: Path, write: Callable[[Path], None], *, overwrite:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def write_json_atomic(target: Path, payload: Any, *, overwrite: bool = False) -> Path:
+    """Write ``payload`` as indented JSON with :func:`write_file_atomic` (numpy scalars as the
+    Python numbers they hold)."""
+    text = json.dumps(payload, indent=2, default=_plain) + "\n"
+    return write_file_atomic(Path(target), lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                             overwrite=overwrite)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """``planner commission``: the files it writes and their numbers against BJR Supplement 25."""
 
 import csv
+import json
 
 import pytest
 
@@ -9,7 +10,8 @@ from planner.cli.main import main
 
 def test_commission_writes_plots_and_table(tmp_path, capsys):
     out = tmp_path / "commissioning"
-    assert main(["commission", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["commission", "--out", str(out), "--device", "cpu", "--json",
+                 str(tmp_path / "commissioning.json")]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["commissioning.csv", "pdd.png", "profiles.png"]
     for name in ("pdd.png", "profiles.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -23,6 +25,7 @@ def test_commission_writes_plots_and_table(tmp_path, capsys):
         assert float(row["pdd20_percent"]) == pytest.approx(float(row["pdd20_bjr25"]), rel=0.02)
     assert float(rows["10x10"]["dose_dmax_cgy_per_mu"]) == pytest.approx(1.0, rel=0.01)
     assert "10x10" in capsys.readouterr().out
+    assert json.loads((tmp_path / "commissioning.json").read_text()) == list(rows.values())
 
 
 def test_commission_refuses_to_overwrite(tmp_path, capsys):

@@ -19,7 +19,7 @@ def _leftovers(folder):
 
 def test_convert_example_then_read_it_back(tmp_path, capsys):
     out = tmp_path / "cshape"
-    assert main(["convert", "example:cshape", str(out)]) == 0
+    assert main(["convert", "example:cshape", "--out", str(out)]) == 0
     assert f"to {out}" in capsys.readouterr().out
     files = sorted(p.name for p in out.iterdir())
     original = load_patient("example:cshape")
@@ -42,11 +42,11 @@ def test_existing_outdir_needs_force(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert main(["convert", "example:water", str(out)]) == 2
+    assert main(["convert", "example:water", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"planner: error: {out}: already exists (use --force to overwrite)\n"
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert main(["convert", "example:water", str(out), "--force"]) == 0
+    assert main(["convert", "example:water", "--out", str(out), "--force"]) == 0
     names = [p.name for p in out.iterdir()]
     assert "keep.txt" not in names and "RS.dcm" in names
     assert _leftovers(tmp_path) == []
@@ -54,13 +54,13 @@ def test_existing_outdir_needs_force(tmp_path, capsys):
 
 def test_bad_input_leaves_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["convert", str(tmp_path / "absent.mat"), str(out)]) == 2
+    assert main(["convert", str(tmp_path / "absent.mat"), "--out", str(out)]) == 2
     assert "absent.mat: no such file or folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
-    """A writer that dies half way (the 11th DICOM file): no OUTDIR, no temporary folder left,
+    """A writer that dies half way (the 11th DICOM file): no output folder, no temporary folder left,
     exit 3 (an unexpected error)."""
     save_as = pydicom.dataset.Dataset.save_as
     calls = []
@@ -73,7 +73,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "save_as", failing_save_as)
     out = tmp_path / "out"
-    assert main(["convert", "example:water", str(out)]) == 3
+    assert main(["convert", "example:water", "--out", str(out)]) == 3
     assert "disk full" in capsys.readouterr().err
     assert len(calls) == 11
     assert list(tmp_path.iterdir()) == []
@@ -83,4 +83,4 @@ def test_missing_arguments_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", "example:water"])
     assert exit_info.value.code == 2
-    assert "OUTDIR" in capsys.readouterr().err
+    assert "the following arguments are required: --out" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -16,9 +17,10 @@ def files(tmp_path_factory):
     return write_review_files(tmp_path_factory.mktemp("dvh_cli"))
 
 
-def test_prints_one_row_per_structure(files, capsys):
-    assert main(["dvh", str(files.rtdose), str(files.rtstruct)]) == 0
-    out = capsys.readouterr().out.splitlines()
+def test_prints_one_row_per_structure(files, capsys, tmp_path):
+    assert main(["dvh", str(files.rtdose), str(files.rtstruct), "--json",
+                 str(tmp_path / "dvh.json")]) == 0
+    out = capsys.readouterr().out.splitlines()[:-1]  # the last: wrote dvh.json
     assert out[0].split()[:3] == ["structure", "volume", "cc"]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out[1:]}
     assert set(rows) == {"PTV", "Core", "BODY"}
@@ -28,6 +30,9 @@ def test_prints_one_row_per_structure(files, capsys):
     assert rows["PTV"][0] == pytest.approx(files.patient.volume_cc("PTV"), abs=0.005)
     assert rows["PTV"][3] == pytest.approx(float(ptv.max()), abs=0.005)
     assert rows["PTV"][2] == pytest.approx(float(ptv.mean()), abs=0.005)
+    written = {s["name"]: s for s in json.loads((tmp_path / "dvh.json").read_text())}
+    assert set(written) == set(rows)
+    assert written["PTV"]["mean_gy"] == pytest.approx(rows["PTV"][2], abs=0.005)
 
 
 def test_writes_csv_and_refuses_to_overwrite(files, tmp_path, capsys):

@@ -90,17 +90,20 @@ def test_unusable_patients_are_left_out_with_their_reason(two_patients: Path, tm
     model = save_model(DoseUNet(9, 4, 3), tmp_path / "tiny.pt", {"epochs": 0})
     csv = tmp_path / "scores.csv"
     assert main(["evaluate-prediction", str(two_patients), "--model", str(model), "--device",
-                 "cpu", "--threads", "1", "--csv", str(csv)]) == 0
+                 "cpu", "--threads", "1", "--csv", str(csv), "--json",
+                 str(tmp_path / "scores.json")]) == 0
     out = capsys.readouterr().out
     assert "pt_900" in out and "left out: pt_900: dose prediction not possible: no target" in out
     assert "pt_901/ct.csv.gz: cannot read" in out
-    assert "(2 of 4 patients; left out: pt_900, pt_901;" in out.splitlines()[-1]
+    overall, wrote = out.splitlines()[-2:]
+    assert "(2 of 4 patients; left out: pt_900, pt_901;" in overall
+    assert wrote == f"wrote {tmp_path / 'scores.json'}"
     rows = {row[0]: row for row in (line.split(",", 3) for line in
                                        csv.read_text().splitlines()[1:])}
     assert rows["pt_900"][1:3] == ["", ""] and "no target" in rows["pt_900"][3]
     assert rows["overall"][3] == "2 of 4 patients"
     scored = [rows[f.name] for f in sorted(two_patients.iterdir())[:2]]
-    report = json.loads(csv.with_suffix(".json").read_text())
+    report = json.loads((tmp_path / "scores.json").read_text())
     assert report["overall"]["patients_scored"] == 2 and report["overall"]["patients"] == 4
     assert set(report["overall"]["left_out"]) == {"pt_900", "pt_901"}
     # the means cover the scored patients only
@@ -110,5 +113,7 @@ def test_unusable_patients_are_left_out_with_their_reason(two_patients: Path, tm
     assert by_name["pt_901"]["dose_score_gy"] is None and by_name["pt_900"]["dvh_errors_gy"] is None
     (tmp_path / "other.json").write_text("{}")
     assert main(["evaluate-prediction", str(two_patients), "--model", str(model), "--device",
-                 "cpu", "--csv", str(tmp_path / "other.csv")]) == 2
+                 "cpu", "--csv", str(tmp_path / "other.csv"), "--json",
+                 str(tmp_path / "other.json")]) == 2
     assert "other.json: already exists" in capsys.readouterr().err
+    assert not (tmp_path / "other.csv").exists()

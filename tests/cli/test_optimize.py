@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -44,7 +45,8 @@ def test_optimize_writes_plan_and_goal_table(tmp_path, capsys, cshape_dij):
     dij, D = cshape_dij
     out = tmp_path / "plan"
     code = main(["optimize", "example:cshape", "--dij", str(dij), "--protocol", "tg119_c_shape",
-                 "--out", str(out), "--time-limit", "10", "--device", "cpu"])
+                 "--out", str(out), "--time-limit", "10", "--device", "cpu", "--json",
+                 str(tmp_path / "goals.json")])
     assert code == 0
     printed = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["dose.npz", "fluence.npz", "goals.csv"]
@@ -67,6 +69,10 @@ def test_optimize_writes_plan_and_goal_table(tmp_path, capsys, cshape_dij):
         assert (r["met"] == "yes") == (float(r["margin"]) >= 0.0)
     assert "goals met" in printed and "stopped:" in printed
     assert "structures not in the protocol: BODY" in printed
+    written = json.loads((tmp_path / "goals.json").read_text())
+    assert [(g["goal"], g["met"]) for g in written["goals"]] == [
+        (r["goal"], r["met"] == "yes") for r in rows]
+    assert written["structures_not_in_protocol"] == ["BODY"]
 
 
 def test_optimize_refuses_to_overwrite_and_bad_dij(tmp_path, capsys, cshape_dij):

@@ -33,7 +33,8 @@ def dicom_patient(tmp_path_factory):
 def test_plan_of_a_dicom_patient(tmp_path, capsys, dicom_patient):
     folder, refs = dicom_patient
     out = tmp_path / "plan"
-    assert main(["plan", str(folder), "--out", str(out)] + COARSE) == 0
+    assert main(["plan", str(folder), "--out", str(out), "--json", str(tmp_path / "plan.json")]
+                + COARSE) == 0
     captured = capsys.readouterr()
     err_lines = captured.err.splitlines()
     for step in STEPS:  # one line per step with its time, on stderr
@@ -53,6 +54,7 @@ def test_plan_of_a_dicom_patient(tmp_path, capsys, dicom_patient):
             == pydicom.dcmread(folder / STRUCTURE_SET_FILE).SOPInstanceUID)
     assert plan.FrameOfReferenceUID == refs.frame_of_reference_uid
     summary = json.loads((out / "summary.json").read_text())
+    assert json.loads((tmp_path / "plan.json").read_text()) == summary
     assert list(summary["times_s"]) == steps_run(summary) and summary["device"] == "cpu"
     assert summary["seed"].startswith("unseeded: ")
     assert any(line.startswith("seed ") and line.endswith(summary["seed"]) for line in err_lines)

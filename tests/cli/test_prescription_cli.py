@@ -94,7 +94,7 @@ def test_unknown_or_ambiguous_target_fails_clearly(tmp_path, capsys, prescriptio
 def test_protocol_init_file_plans_the_same_as_the_prescription(tmp_path, capsys, local_patient):
     protocol = tmp_path / "protocol.toml"
     assert main(["protocol", "init", str(local_patient), "--prescription", "PTV50=50/25",
-                 "--out", str(protocol)]) == 0
+                 "--toml", str(protocol)]) == 0
     text = protocol.read_text()
     assert "# patient structure: 'Spinal-Cord'" in text
     assert "# source: RTOG 0225 / 0615 (OpenKBP-Opt criteria)" in text
@@ -102,7 +102,7 @@ def test_protocol_init_file_plans_the_same_as_the_prescription(tmp_path, capsys,
     # Standard output by default; the file is not overwritten without --force.
     assert main(["protocol", "init", str(local_patient), "--prescription", "PTV50=50/25"]) == 0
     assert capsys.readouterr().out == text
-    assert main(["protocol", "init", str(local_patient), "--out", str(protocol)]) == 2
+    assert main(["protocol", "init", str(local_patient), "--toml", str(protocol)]) == 2
     assert "already exists" in capsys.readouterr().err and protocol.read_text() == text
 
     plans = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -22,7 +23,8 @@ def _args(files, *extra):
 
 def test_review_report_with_protocol(files, tmp_path, capsys):
     out = tmp_path / "rev"
-    assert main(_args(files, "--protocol", "tg119_c_shape", "--out", str(out))) == 0
+    assert main(_args(files, "--protocol", "tg119_c_shape", "--out", str(out), "--json",
+                      str(tmp_path / "review.json"))) == 0
     stdout = capsys.readouterr().out
     page = (out / "report.html").read_text()
     # The plan's beams as read back from the RT Plan: 3 beams of 20 + 21 + 22 MU.
@@ -41,6 +43,9 @@ def test_review_report_with_protocol(files, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} >= {"report.html", "dvh.png", "fluence.png",
                                                 "segments.png", "slices_isocentre.png"}
     assert str(out / "report.html") in stdout
+    written = json.loads((tmp_path / "review.json").read_text())
+    assert len(written["goals"]) == 7
+    assert sorted(g["goal"] for g in written["goals"] if not g["met"]) == sorted(unmet)
 
 
 def test_existing_report_needs_force(files, tmp_path, capsys):
@@ -66,9 +71,9 @@ def test_no_predict_says_so_and_writes_no_prediction(files, tmp_path, capsys):
     assert main(_args(files, "--protocol", "tg119_c_shape", "--no-predict", "--out",
                       str(out))) == 0
     stdout = capsys.readouterr().out
-    assert "dose prediction: not predicted (--no-predict)" in stdout
+    assert "dose prediction: not predicted (prediction turned off)" in stdout
     page = (out / "report.html").read_text()
-    assert "Dose prediction: not predicted (--no-predict)." in page
+    assert "Dose prediction: not predicted (prediction turned off)." in page
     assert "Dmean predicted" not in page and not (out / "dvh_predicted.csv").exists()
     assert re.search(r"\d+ of \d+ goals met", stdout)  # the rest of the review as before
 
@@ -77,7 +82,7 @@ def test_no_predict_says_so_and_writes_no_prediction(files, tmp_path, capsys):
     # TG-119 prescribes 50 Gy to the PTV, but the C-shape has none of the OpenKBP organs.
     (("--protocol", "tg119_c_shape"), "not predicted: not head and neck: none of the organs"),
     # A DICOM patient has no prescriptions of its own.
-    ((), "not predicted: no target with a prescription (prescriptions come from --protocol)"),
+    ((), "not predicted: no target with a prescription (prescriptions come from the protocol)"),
 ])
 def test_prediction_where_the_model_does_not_apply(files, tmp_path, capsys, protocol, note):
     out = tmp_path / "rev"

@@ -61,7 +61,7 @@ def test_malformed_ct_rescale_is_one_line_exit_2_nothing_written(tmp_path, capsy
     damage(broken)
     before = _digest(folder)
     out = tmp_path / "out"
-    argv = (["convert", str(folder), str(out)] if command == "convert" else
+    argv = (["convert", str(folder), "--out", str(out)] if command == "convert" else
             ["plan", str(folder), "--prescription", "PTV=60/30", "--out", str(out)])
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -80,7 +80,7 @@ def test_warnings_are_one_line_naming_the_file(tmp_path, capsys):
     line = f"planner: warning: {rs}: ROI 'Empty' has no closed contours; skipped\n"
     assert main(["info", str(tmp_path / "in")]) == 0
     assert capsys.readouterr().err == line
-    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    assert main(["convert", str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().err == line
 
 

@@ -117,7 +117,8 @@ def goals_to_restore(goals: Sequence[PlanGoal], on_rows: Sequence[GoalResult], p
     The goal table is read on the patient grid; the rows sample the dose grid (3 mm voxels, a
     D0.1cc of a few voxels), where a goal can look met that the patient grid calls lost. A lost
     goal's limit on the rows moves by the difference of its two margins, so that meeting it on
-    the rows meets it on the patient grid, as far as the difference holds for the new weights.
+    the rows meets it on the patient grid, as far as the difference holds for the new weights
+    (cases: benchmarks/results/design_history.md, "Goal repair").
 
     Parameters
     ----------

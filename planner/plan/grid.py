@@ -25,7 +25,8 @@ from planner.protocol import Protocol
 TARGET_LEAST_FRACTION = 0.25
 #: The Dij and the segment doses are computed on every structure voxel and on every
 #: ``SAMPLE_STEP``-th voxel along each axis of the rest of the body: there the dose only shapes
-#: the fall-off. The exported dose is computed on every voxel.
+#: the fall-off. The exported dose is computed on every voxel. (benchmarks/results/
+#: design_history.md, "Segment weights on sampled voxels".)
 SAMPLE_STEP = 2
 
 

@@ -21,7 +21,7 @@ from planner.review.goals import GoalRow, evaluate_protocol
 
 #: A main target's D95 at most this far above its prescription is left there: a factor of 0.995
 #: or more changes no figure a dosimetrist reads, and where a segment sits at the least MU it
-#: costs a whole dose calculation.
+#: costs a whole dose calculation (benchmarks/results/design_history.md, "Normalisation tolerance").
 NORMALISATION_TOLERANCE = 0.005
 
 

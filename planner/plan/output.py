@@ -19,7 +19,7 @@ from planner.plan.setup import PlanCase
 from planner.plan.summary import (DICOM_FOLDER, LOG_FILE, REPORT_FOLDER, SUMMARY_FILE,
                                   summary_text)
 from planner.review import write_report
-from planner.review.report import ReviewPlan, aperture_fluences
+from planner.review.report import ReviewPlan, aperture_fluences, shown_paths
 
 
 def write_plan_folder(out_dir: Path, case: PlanCase, grids: PlanGrids, beams: PlanBeams,
@@ -47,17 +47,24 @@ def write_plan_folder(out_dir: Path, case: PlanCase, grids: PlanGrids, beams: Pl
                             fluences=aperture_fluences(plan_beams,
                                                        beams.machine.leaf_boundaries_mm),
                             fractions=case.fractions, normalisation=normalisation,
-                            source="planner plan")
+                            source="planner plan",
+                            sop_instance_uid=files.rt_plan_sop_instance_uid,
+                            patient_id=files.references.patient_id,
+                            patient_name=files.references.patient_name)
         reviewed = write_report(tmp / REPORT_FOLDER, patient, planned.dose_gy, grids.dose_grid,
                                 protocol=protocol, plan=review,
                                 predicted_dose_gy=fluence.predicted_gy,
-                                prediction_note=fluence.seed_note)
+                                prediction_note=fluence.seed_note,
+                                fluence_dose_gy=fluence.dose_gy)
         log.step("report", f"{REPORT_FOLDER}/report.html")
         summary["quality"] = [{"figure": f.name, "structure": f.structure,
                                "value": round(f.value, 4), "unit": f.unit}
                               for f in reviewed.quality]
         summary["prediction"] = [dataclasses.asdict(r) for r in reviewed.prediction]
         summary["times_s"] = {k: round(v, 2) for k, v in log.times_s.items()}
+        # No path of this machine: files relative to the plan folder, as the report shows them.
+        summary["source"] = shown_paths(summary["source"], out_dir)
+        summary["protocol"]["source"] = shown_paths(summary["protocol"]["source"], out_dir)
         summary["total_s"] = round(log.elapsed_s(), 2)
         log.lines.extend(summary_text(summary, fluence.goals, planned.goals).splitlines())
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")

@@ -318,7 +318,7 @@ def _slider(slices: Sequence[tuple[int, bytes]], grid: Grid, start_mm: float,
         "</div>"]
 
 
-def _shown_paths(text: str, folder: Path) -> str:
+def shown_paths(text: str, folder: Path) -> str:
     """``text`` (items separated by ", ") with each item that names an existing file or folder
     written relative to ``folder``, so that no absolute path of this machine is shown."""
     return ", ".join(os.path.relpath(Path(item).resolve(), folder.resolve())
@@ -568,8 +568,8 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
     patient_name = plan.patient_name or (references.patient_name if references else "")
     body = [f"<h1>Plan review: {_esc(plan.label)} &mdash; patient {_esc(patient.name)}</h1>",
             f"<p>Written {datetime.now():%Y-%m-%d %H:%M} by planner {planner.__version__}. "
-            f"Plan: {_esc(_shown_paths(plan.source or 'planner', out_dir))}. CT and "
-            f"structures: {_esc(_shown_paths(patient.source, out_dir))}.</p>",
+            f"Plan: {_esc(shown_paths(plan.source or 'planner', out_dir))}. CT and "
+            f"structures: {_esc(shown_paths(patient.source, out_dir))}.</p>",
             _table(["identifier", "value"], [
                 ["patient ID", _esc(patient_id or "not given")],
                 ["patient name", _esc(patient_name or "not given")],
@@ -584,7 +584,8 @@ def write_report(out_dir: str | Path, patient: Patient, dose_gy: np.ndarray, dos
         body.append("<p>No protocol given: no goals evaluated.</p>")
     else:
         unmet = [g for g in goals if not g.met]
-        body.append(f"<p>Protocol {_esc(protocol.name)} ({_esc(protocol.source)}): "
+        body.append(f"<p>Protocol {_esc(protocol.name)} "
+                    f"({_esc(shown_paths(protocol.source, out_dir))}): "
                     f"{len(goals) - len(unmet)} of {len(goals)} goals met"
                     + (f"; <b style='color:{UNMET_COLOUR}'>{len(unmet)} not met</b>" if unmet
                        else "") + ".</p>")

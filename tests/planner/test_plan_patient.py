@@ -554,6 +554,24 @@ def test_cshape_summary_matches_the_rt_plan(cshape_plan):
         assert mean["value"] > 0
 
 
+def test_cshape_report_and_summary_name_the_plan_without_machine_paths(cshape_plan):
+    """The report carries the RT Plan's UID and the patient's ID, and the fluence plan's DVHs
+    beside the deliverable plan's; neither it nor the summary holds a path of this machine
+    (the bundled protocol file appears relative to the plan folder)."""
+    out = cshape_plan.out_dir
+    page = (out / REPORT_FOLDER / "report.html").read_text()
+    summary_text = (out / SUMMARY_FILE).read_text()
+    plan = read_rt_plan(out / DICOM_FOLDER / "RP.dcm")
+    assert f"<td>RT Plan SOP Instance UID</td><td>{plan.sop_instance_uid}</td>" in page
+    assert f"<td>patient ID</td><td>{plan.patient_id}</td>" in page
+    assert "(deliverable plan solid, fluence plan dashed)" in page
+    assert '"/' not in summary_text  # no JSON string is an absolute path
+    assert str(out.parent) not in page and "(/" not in page and ": /" not in page
+    protocol_source = json.loads(summary_text)["protocol"]["source"]
+    assert not Path(protocol_source).is_absolute()
+    assert (out / protocol_source).resolve() == Path(cshape_plan.protocol.source).resolve()
+
+
 def test_cshape_plan_is_normalised_to_the_ptv_d95(cshape_plan):
     """The normalisation step's line states the rule; where the full factor was applied, the
     deliverable plan's PTV D95 is the prescription (met, to the 0.001 Gy of the goal table's

@@ -7,11 +7,10 @@ import argparse
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from planner.cli._output import add_json_option, add_out_option, check_outputs, write_json
 from planner.review import Review
 from planner.review.external import review_plan
+from planner.review.goals import goal_rows_json
 from planner.review.report import REPORT_FILE
 
 
@@ -66,14 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def results_json(review: Review) -> dict[str, Any]:
-    """What ``planner review`` prints, as plain data for JSON (a goal without a limit: null)."""
-    def number(value: float) -> float | None:
-        return float(value) if np.isfinite(value) else None
-
-    return {"report": str(review.folder / REPORT_FILE),
-            "goals": [{"goal": g.goal.label, "structure": g.structure, "value": number(g.value),
-                       "limit": number(g.limit), "margin": number(g.margin), "unit": g.unit,
-                       "met": bool(g.met)} for g in review.goals],
+    """What ``planner review`` prints, as plain data for JSON."""
+    return {"report": str(review.folder / REPORT_FILE), "goals": goal_rows_json(review.goals),
             "conflicts": [c.explanation for c in review.conflicts],
             "prediction": review.prediction_note,
             "plan_against_prediction": [dataclasses.asdict(r) for r in review.prediction]}

@@ -19,7 +19,7 @@ from planner.plan.goal_repair import GoalRepairReport
 from planner.plan.grid import PlanGrids
 from planner.plan.sequencing import MIN_MU_PER_SEGMENT, SequencedFields
 from planner.plan.setup import PlanCase
-from planner.review.goals import GoalRow
+from planner.review.goals import GoalRow, goal_rows_json
 
 DICOM_FOLDER = "dicom"
 REPORT_FOLDER = "report"
@@ -53,7 +53,7 @@ def plan_summary(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: Fl
                          # As used in the end: lowered where the hard goals needed it.
                          "smoothness_weight": SMOOTHNESS_WEIGHT * result.regulariser_scale,
                          "steps": [dataclasses.asdict(s) for s in result.steps]},
-        "goals": {"fluence": _goal_rows(fluence.goals), "plan": _goal_rows(planned.goals)},
+        "goals": {"fluence": goal_rows_json(fluence.goals), "plan": goal_rows_json(planned.goals)},
         "beams": [{"name": b.name, "gantry_deg": b.beam.gantry_deg, "segments": len(b.segments),
                    "mu": round(b.mu, 2), "segment_mu": [round(s.mu, 2) for s in b.segments]}
                   for b in planned.beams],
@@ -74,15 +74,6 @@ def plan_summary(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: Fl
         "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",
                   "log": LOG_FILE},
     }
-
-
-def _goal_rows(rows: Sequence[GoalRow]) -> list[dict[str, Any]]:
-    def number(value: float) -> float | None:  # JSON has no infinity: a goal without a limit
-        return round(value, 4) if np.isfinite(value) else None
-
-    return [{"goal": g.goal.label, "structure": g.structure, "priority": g.goal.priority,
-             "value": number(g.value), "limit": number(g.limit),
-             "margin": number(g.margin), "unit": g.unit, "met": bool(g.met)} for g in rows]
 
 
 def _grid_json(grid: Grid) -> dict[str, Any]:

@@ -7,7 +7,9 @@ arithmetic; this module only puts the results in the goal's own units for people
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +47,17 @@ class GoalRow:
     unit: str
     met: bool
     dvh_point: tuple[float, float] | None
+
+
+def goal_rows_json(rows: Sequence[GoalRow]) -> list[dict[str, Any]]:
+    """``rows`` as plain data for JSON (``summary.json``, ``planner review --json``); a value
+    without a finite number (a goal without a limit) is null, which JSON can hold."""
+    def number(value: float) -> float | None:
+        return round(float(value), 4) if np.isfinite(value) else None
+
+    return [{"goal": g.goal.label, "structure": g.structure, "priority": g.goal.priority,
+             "value": number(g.value), "limit": number(g.limit),
+             "margin": number(g.margin), "unit": g.unit, "met": bool(g.met)} for g in rows]
 
 
 def evaluate_protocol(patient: Patient, dose_gy: np.ndarray, protocol: Protocol, *,

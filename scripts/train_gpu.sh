@@ -13,15 +13,10 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-
-requirements() {
-    "$PYTHON" -c 'import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-        "$REPO/pyproject.toml"
-}
+source "$REPO/scripts/offline_env.sh"
 
 if [[ "${1:-}" == "--requirements" ]]; then
-    requirements
+    planner_requirements
     exit 0
 fi
 if [[ $# -lt 3 ]]; then
@@ -35,16 +30,12 @@ for split in train-pats validation-pats; do
         exit 2
     fi
 done
-if [[ ! -d "$WHEELS_DIR" ]]; then
-    echo "$WHEELS_DIR: no such folder (the wheels of planner's dependencies, scripts/README.md)" >&2
-    exit 2
-fi
+require_wheels_dir "$WHEELS_DIR"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/train_gpu.log"
 
-# Only what is missing is installed; already-installed packages (a CUDA build of torch) are kept.
-requirements > "$OUT_DIR/requirements.txt"
-"$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS_DIR" -r "$OUT_DIR/requirements.txt"
+planner_requirements > "$OUT_DIR/requirements.txt"
+install_from_wheels "$WHEELS_DIR" "$OUT_DIR/requirements.txt"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 { date -u "+started %Y-%m-%d %H:%M:%S UTC"

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dose.grid import Grid
+from planner.check import check_plan
 from planner.errors import InputError
 from planner.io._atomic import check_writable
 from planner.io.dicom_patient import read_dicom_patient
@@ -19,7 +20,8 @@ from planner.review.report import Review, ReviewPlan, aperture_fluences, write_r
 
 def review_plan(rtplan: str | Path, rtdose: str | Path, rtstruct: str | Path, ct: str | Path,
                 out_dir: str | Path, *, protocol: Protocol | str | Path | None = None,
-                predict: bool = True, device: str = "auto", overwrite: bool = False) -> Review:
+                predict: bool = True, check: bool = False, device: str = "auto",
+                overwrite: bool = False) -> Review:
     """Write the review report of a step-and-shoot plan made by any system.
 
     The RT Dose is reviewed as given (interpolated onto the CT grid): DVHs with the protocol's
@@ -39,8 +41,11 @@ def review_plan(rtplan: str | Path, rtdose: str | Path, rtstruct: str | Path, ct
         Its goals are evaluated; a file or a bundled name such as ``"head_and_neck"``.
     predict : bool
         Predict the dose where the network applies (the report says why where it does not).
+    check : bool
+        Run the independent dose check (:func:`planner.check.check_plan`: the plan recomputed
+        by planner's engine against its RT Dose) and show its result in the report.
     device : {"auto", "cpu", "cuda"}
-        Where the network runs.
+        Where the network and the check run.
     overwrite : bool
         Replace an existing ``out_dir``.
 
@@ -77,15 +82,19 @@ def review_plan(rtplan: str | Path, rtdose: str | Path, rtstruct: str | Path, ct
         fluences=aperture_fluences(plan.beams, plan.leaf_boundaries_mm),
         fractions=plan.fractions,
         normalisation="as exported by the planning system (the RT Dose is reviewed as given)",
-        source=f"{rtplan}, {rtdose}")
+        source=f"{rtplan}, {rtdose}", sop_instance_uid=plan.sop_instance_uid,
+        patient_id=plan.patient_id)
     if predict:
         from planner.predict.seed import prediction_patient  # torch: only when predicting
 
         predicted, note = predicted_dose(prediction_patient(patient, protocol), dose_grid, device)
     else:
         predicted, note = None, "not predicted (prediction turned off)"
+    checked = (check_plan(rtplan, rtdose=rtdose, ct=ct, rtstruct=rtstruct, device=device)
+               if check else None)
     return write_report(out_dir, patient, dose, dose_grid, protocol=protocol, plan=shown,
-                        predicted_dose_gy=predicted, prediction_note=note, overwrite=overwrite)
+                        predicted_dose_gy=predicted, prediction_note=note, check=checked,
+                        overwrite=overwrite)
 
 
 def predicted_dose(patient: Patient, dose_grid: Grid, device: str

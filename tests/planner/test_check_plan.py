@@ -23,9 +23,10 @@ from dose import Beam, load_beam_model, open_field, segment_dose
 from dynamic_encoding import as_dynamic_step_and_shoot
 from planner.check import DVH_METRICS, check_plan, format_check, write_check_json
 from planner.errors import InputError
+from planner.review.external import review_plan
 from planner.io.openkbp import read_openkbp_patient
 from planner.io.plan_dicom import write_plan_dicom
-from planner.io.rtplan import PlanBeam
+from planner.io.rtplan import PlanBeam, read_rt_plan
 from planner.plan import DICOM_FOLDER, plan_patient
 
 
@@ -77,6 +78,18 @@ def test_round_trip_passes(exported, case):
     # planner's own RT Dose: the output says the same engine recomputed it.
     assert result.same_engine
     assert "the RT Dose was computed by planner, the engine of this check" in text
+
+
+def test_review_with_the_check_shows_its_result(exported, tmp_path):
+    """review_plan(check=True) runs the check and the report gives its verdict, its engine
+    and the plan's identifiers."""
+    folder = exported.parent
+    review_plan(exported, folder / "RD.dcm", folder / "RS.dcm", folder, tmp_path / "review",
+                predict=False, check=True)
+    page = (tmp_path / "review" / "report.html").read_text()
+    plan = read_rt_plan(exported)
+    assert "PASS: " in page and "the RT Dose was computed by planner, the engine" in page
+    assert f"<td>RT Plan SOP Instance UID</td><td>{plan.sop_instance_uid}</td>" in page
 
 
 def test_another_systems_dose_is_an_independent_check(copy):

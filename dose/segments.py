@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -229,7 +229,8 @@ def _per_beam(function: Any, xp: Any, *per_beam: Sequence[Any]) -> list[Any]:
 def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
                         beams: Sequence[Beam], segments: Sequence[Sequence[Segment]],
                         machine: Machine, model: BeamModel, *, dose_mask: Any = None,
-                        fluence_spacing_mm: float = 1.0, reach_mm: float = REACH_MM
+                        fluence_spacing_mm: float = 1.0, reach_mm: float = REACH_MM,
+                        voxels: Sequence[BeamVoxels | None] | None = None
                         ) -> tuple[Any, Any]:
     """Dose per MU of each segment separately (for segment-weight optimisation).
 
@@ -239,7 +240,10 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
 
     Parameters
     ----------
-    See :func:`segment_dose`.
+    See :func:`segment_dose`. ``voxels`` may be traced for more voxels than ``dose_mask``
+    (e.g. :func:`field_voxels` of the whole dose for the final dose of the same segments): the
+    rows are taken from them (they must include ``dose_mask``'s voxels), and the ray tracing is
+    not repeated.
 
     Returns
     -------
@@ -255,6 +259,8 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
     voxel_index = dose_voxels(density, density_grid, dose_grid, dose_mask)
     row_of = xp.zeros(dose_grid.size, dtype=xp.int64)
     row_of[voxel_index] = xp.arange(voxel_index.size)
+    wanted = xp.zeros(dose_grid.size, dtype=bool)
+    wanted[voxel_index] = True
     matrix = xp.zeros((voxel_index.size, sum(len(s) for s in segments)), dtype=xp.float32)
     columns = np.cumsum([0] + [len(s) for s in segments])
 
@@ -264,16 +270,24 @@ def segment_dose_matrix(density: Any, density_grid: Grid, dose_grid: Grid,
             return
         unit = [Segment(s.jaw_x_mm, s.jaw_y_mm, s.leaf_positions_mm, 1.0) for s in segments[k]]
         u_edges, v_edges = _fluence_edges(unit, fluence_spacing_mm, reach_mm)
-        voxels = beam_voxels(density, density_grid, dose_grid, voxel_index, beams[k], model,
-                             sad_mm=machine.sad_mm,
-                             uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
-        if voxels.index.size:
+        if voxels is None:
+            traced = beam_voxels(density, density_grid, dose_grid, voxel_index, beams[k], model,
+                                 sad_mm=machine.sad_mm,
+                                 uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
+        else:
+            traced = _subset(voxels[k], wanted[voxels[k].index])
+        if traced.index.size:
             fluences = np.stack([segments_fluence([s], machine, u_edges, v_edges) for s in unit])
-            doses = _fluence_doses(voxels, fluences, u_edges, v_edges, machine, model)
-            matrix[row_of[voxels.index], columns[k]:columns[k + 1]] = doses.T
+            doses = _fluence_doses(traced, fluences, u_edges, v_edges, machine, model)
+            matrix[row_of[traced.index], columns[k]:columns[k + 1]] = doses.T
 
     _per_beam(beam_columns, xp, range(len(beams)))
     return voxel_index, matrix
+
+
+def _subset(voxels: BeamVoxels, keep: Any) -> BeamVoxels:
+    """The voxels of ``voxels`` where ``keep`` (a bool array over them) is True."""
+    return BeamVoxels(*(getattr(voxels, f.name)[keep] for f in fields(voxels)))
 
 
 def _fluence_edges(segments: Sequence[Segment], spacing_mm: float, reach_mm: float

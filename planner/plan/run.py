@@ -179,8 +179,10 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
                              max_segments_per_beam=max_segments_per_beam)
     log.step("sequencing", "segments per field: " + ", ".join(
         f"{n} {len(f.segments)}" for n, f in zip(fields.names, fields.fields)))
-    weights = weight_segments(case, grids, beams, fields, fluence, device=device, log=log)
+    # Traced once: the segment doses and every final dose of these fields take their voxels.
     delivery = trace_fields(case, grids, beams, fields, device=device)
+    weights = weight_segments(case, grids, beams, fields, fluence, traced=delivery.traced,
+                              device=device, log=log)
     planned = delivery.plan(weights.result.x)
     log.step("final dose", f"max {float(planned.dose_gy.max()):.2f} Gy; {planned.goals_met}")
     result, planned, repair = repair_goals(delivery, weights, fluence, planned, log=log)

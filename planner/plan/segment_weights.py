@@ -64,15 +64,18 @@ class SegmentWeights:
 
 
 def weight_segments(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fields: SequencedFields,
-                    fluence: FluencePlan, *, device: str, log: StepLog) -> SegmentWeights:
+                    fluence: FluencePlan, *, traced: Any = None, device: str, log: StepLog
+                    ) -> SegmentWeights:
     """The steps "segment doses" (the dose engine on each segment's aperture, on the needed
     voxels) and "segment weights" (:func:`optim.optimise_segment_weights` from the sequencer's
-    weights, following the fluence plan's dose)."""
+    weights, following the fluence plan's dose). ``traced``: the fields' voxels
+    (:attr:`planner.plan.delivery.Delivery.traced`), whose ray tracing is then not repeated."""
     per_field = fields.segments()
     voxel_index, S = segment_dose_matrix(
         to_device(case.patient.density, device), case.patient.grid, grids.dose_grid,
         list(fields.beams), per_field, beams.machine, beams.model,
-        dose_mask=to_device(grids.needed, device), fluence_spacing_mm=SEGMENT_WEIGHT_FLUENCE_MM)
+        dose_mask=to_device(grids.needed, device), fluence_spacing_mm=SEGMENT_WEIGHT_FLUENCE_MM,
+        voxels=traced)
     log.step("segment doses", f"{S.shape[1]} segments on {S.shape[0]} voxels")
 
     host_index = to_device(voxel_index, "cpu")

@@ -102,3 +102,31 @@ def test_traced_fields_reused_at_other_mu_give_the_same_dose():
     np.testing.assert_allclose(
         segment_dose(density, grid, grid, beams, at([[2.0, 3.0], [0.0]]), machine, model,
                      voxels=traced), only_first, rtol=1e-6)
+
+
+def test_segment_dose_matrix_from_traced_fields_matches_their_final_dose():
+    """Rows of ``segment_dose_matrix`` taken from ``field_voxels`` traced for the whole grid (the
+    plan traces once for the segment doses and the final dose) are those voxels' dose: weighted
+    by the MU, the final dose of the same trace; voxels outside ``dose_mask`` are left out."""
+    from dose import (Beam, Grid, field_voxels, load_beam_model, segment_dose,
+                      segment_dose_matrix)
+
+    machine, model = load_machine(), load_beam_model()
+    grid = Grid((-40.0, 2.0, -40.0), (4.0, 4.0, 4.0), (21, 30, 21))
+    density = np.ones(grid.shape, np.float32)
+    density[:, 10:14, :] = 0.3
+    beams = [Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)), Beam(90.0, 0.0, 0.0, (0.0, 60.0, 0.0))]
+    leaves = np.tile([-10.0, 15.0], (machine.n_leaf_pairs, 1))
+    segments = [[open_field(machine, (-20.0, 20.0), (-20.0, 20.0), 2.0),
+                 Segment((-20.0, 20.0), (-10.0, 10.0), leaves, 3.0)],
+                [open_field(machine, (-15.0, 15.0), (-30.0, 30.0), 1.5)]]
+    traced = field_voxels(density, grid, grid, beams, segments, machine, model)
+    wanted = np.zeros(grid.shape, bool)
+    wanted[::2, ::3, :] = True
+    index, matrix = segment_dose_matrix(density, grid, grid, beams, segments, machine, model,
+                                        dose_mask=wanted, voxels=traced)
+    np.testing.assert_array_equal(index, np.flatnonzero(wanted))
+    total = segment_dose(density, grid, grid, beams, segments, machine, model,
+                         voxels=traced).ravel()
+    np.testing.assert_allclose(matrix @ np.array([2.0, 3.0, 1.5]), total[index], rtol=1e-4,
+                               atol=1e-6 * total.max())

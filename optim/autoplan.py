@@ -8,14 +8,13 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    inside its limit. After each optimisation the goals are evaluated; every unmet hard goal gets
    more weight and its aim moves by the shortfall, until all hard goals are met or the rounds run
    out. Soft goals are not in this step. The regularisers (fluence smoothness) rank below every
-   goal: if the rounds run out with a hard goal unmet, a few more rounds go on from there with
-   the regularisers' weight halved before each round (never dropped); the factor reached stays
-   for step 3 only if every hard goal is then met, else the regularised plan is kept: a rougher
-   fluence sequences into more segments and its deliverable plan loses what it gained (OpenKBP
-   pt_201, one more hard goal met at 1/8 of the smoothness but PTV70 D99 still missed: 244
-   segments instead of about 180, deliverable maximum 83.6 Gy). Goal
+   goal: if the rounds run out with a hard goal unmet, one more round (``relax_rounds``) goes on
+   from there with the regularisers' weight halved (never dropped); that factor stays for step 3
+   only if every hard goal is then met, else the regularised plan is kept, because a rougher
+   fluence sequences into more segments and its deliverable plan loses what it gained. Goal
    weights and aims are bounded (``MAX_GOAL_WEIGHT``, ``MAX_AIM_SHIFT``): a goal that cannot
-   be met is not chased at the cost of the targets' homogeneity.
+   be met is not chased at the cost of the targets' homogeneity. (Measurements behind these
+   rules: ``benchmarks/results/design_history.md``, "Automatic planning".)
 3. **Sparing** — soft goals join, and the sparing objectives (e.g. a predicted dose's mimicking).
    Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
    growing weight (until a step is kept, no lower than a value thought achievable, where one is
@@ -315,7 +314,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                        sparing_floor: Sequence[float | None] | None = None,
                        regularisers: Sequence[Objective] = (),
                        x0: np.ndarray | None = None, goal_rounds: int = 5,
-                       relax_rounds: int = 3,
+                       relax_rounds: int = 1,
                        sparing_rounds: int = 6, iterations_per_step: int = 40,
                        rel_tol: float = 1e-4, time_limit_s: float | None = None,
                        progress: Callable[[str, Progress], None] | None = None) -> AutoPlanResult:
@@ -349,7 +348,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     goal_rounds, sparing_rounds : int
         Maximum rounds of weight adaptation and of sparing steps.
     relax_rounds : int
-        Goal rounds more with the regularisers giving way, where hard goals are still unmet.
+        Goal rounds more with the regularisers giving way (halved before each), where hard
+        goals are still unmet.
     iterations_per_step : int
         L-BFGS-B iterations allowed per optimisation.
     rel_tol : float

@@ -108,6 +108,7 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
                 label=f"{curve.name} ({curve.volume_cc:.1f} cc)")
     for curve in fluence_dvhs:
         ax.plot(curve.dose_gy, curve.percent, color=colours[curve.name], lw=1.2, ls="--")
+    placed: list[tuple[float, float]] = []
     for row in goals:
         if row.dvh_point is None:
             continue
@@ -115,7 +116,12 @@ def dvh_figure(dvhs: Sequence[Dvh], goals: Sequence[GoalRow] = (), *,
         colour = colours.get(row.structure, "0.2")
         ax.plot(*row.dvh_point, marker=marker, ms=10, ls="none", mfc=colour,
                 mec=MET_COLOUR if row.met else UNMET_COLOUR, mew=2.5)
-        ax.annotate(row.goal.label, row.dvh_point, xytext=(7, 4 if marker == "^" else -10),
+        # Labels of goals close together (within 3 Gy and 3 %) are stacked, not overprinted.
+        near = sum(abs(x - row.dvh_point[0]) < 3.0 and abs(y - row.dvh_point[1]) < 3.0
+                   for x, y in placed)
+        placed.append(row.dvh_point)
+        ax.annotate(row.goal.label, row.dvh_point,
+                    xytext=(7, (4 if marker == "^" else -10) + 9 * near),
                     textcoords="offset points", fontsize=7, color=colour)
     _dvh_axes(ax, reference_dose_gy, "--")
     handles, labels = ax.get_legend_handles_labels()

@@ -296,12 +296,9 @@ def insisted_aim(goal: PlanGoal, aim: float, result: GoalResult) -> float:
 
 
 def bounded_aim(goal: PlanGoal, aim: float) -> float:
-    """``aim`` kept within ``AIM_INSIDE + MAX_AIM_SHIFT`` of the goal's limit.
-
-    In the fluence optimiser's goal rounds, an aim moved by every round's shortfall without a
-    bound ran up round after round (OpenKBP pt_201: PTV70 D99 aimed past 75 Gy for a 66.5 Gy
-    limit), and the whole target with it (D95 77 Gy, D1 83 Gy, 66 cc above 110 % outside it).
-    """
+    """``aim`` kept within ``AIM_INSIDE + MAX_AIM_SHIFT`` of the goal's limit: an aim moved by
+    every round's shortfall without a bound runs up round after round, and the whole target's
+    dose with it."""
     reach = (AIM_INSIDE + MAX_AIM_SHIFT) * abs(goal.limit)
     if goal.bound == "max":
         return max(aim, goal.limit - reach, 0.0)
@@ -499,9 +496,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
     # insisted on), and is undone if that fails. Each optimisation counts as a round.
     # A goal without a limit (the normal tissue's mean, "as low as possible") is pushed like the
-    # organs': measured both ways (benchmarks/results/plan_quality_openkbp.md), pushed it lowers
-    # the normal tissue's dose on most patients, and where its steps are lost (OpenKBP pt_204)
-    # the prediction's mimicking, backed off rather than dropped, still lowers it.
+    # organs' (it lowers the normal tissue's dose on most patients).
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
     weights = [w if g.hard else GOAL_WEIGHT for g, w in zip(goals, weights)]
     step = SPARING_STEP
@@ -533,8 +528,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             """Goals met before the step and not after it; with the sparing objectives, a
             target's soft goal (e.g. D95 >= 100 %) may be traded: a hard goal holds the
             coverage, and the plan's normalisation restores the D95 where the hard goals
-            allow (OpenKBP: the mimicking cost a soft D95 in its first step on most patients
-            and was dropped, so the prediction changed little)."""
+            allow."""
             return [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met
                     and not (with_extras and goals[i].is_target and not goals[i].hard)]
 

@@ -159,8 +159,8 @@ def sample_lattice(shape: tuple[int, ...], step: int) -> np.ndarray:
 def target_samples(shape: tuple[int, ...]) -> np.ndarray:
     """``shape`` bool, True on every other voxel as on a 3-D checkerboard: the target voxels the
     optimiser and the Dij keep. A target's dose varies little from one 3 mm voxel to the next, so
-    half of them give its DVH (OpenKBP pt_201: every goal within 0.5 Gy) for about two thirds of
-    the products' cost and of the Dij's rows."""
+    half of them give its DVH for about two thirds of the products' cost and of the Dij's rows
+    (measured: ``benchmarks/results/design_history.md``, "Automatic planning")."""
     z, y, x = np.ogrid[tuple(slice(0, n) for n in shape)]
     return (z + y + x) % 2 == 0
 

@@ -6,9 +6,10 @@ prediction, as ``planner plan`` does), then set the plan beside the reference on
 grid: the OpenKBP dose score (mean absolute difference inside the possible-dose mask) and the
 plan-quality figures of both (conformity, target coverage, normal tissue, hot spots).
 
-The OpenKBP data are not shipped (github.com/ababier/open-kbp); the default is the first
-validation patient in ``../shared/openkbp`` beside the repository. Without it the example says
-so and stops. Run from the repository root (a minute or a few on a CPU; ``--quick``: coarse):
+The OpenKBP data are not shipped (github.com/ababier/open-kbp); the default is validation
+patient pt_203 (a small one) in ``../shared/openkbp`` beside the repository. Without it the
+example says so and stops. Run from the repository root (a minute or a few on a CPU;
+``--quick``: coarse settings, for a first try):
 
     .venv/bin/python examples/openkbp_vs_reference.py out/openkbp
     .venv/bin/python examples/openkbp_vs_reference.py out/openkbp --patient PATH/pt_241
@@ -26,7 +27,7 @@ from planner.io.openkbp import read_openkbp_dose
 from planner.review.quality import quality_figures
 
 PATIENT = (Path(__file__).resolve().parents[2] / "shared" / "openkbp" / "provided-data"
-           / "validation-pats" / "pt_201")
+           / "validation-pats" / "pt_203")
 #: Coarse settings for a quick look: 5 beams, 10 mm beamlets, an 8 mm dose grid, 3 segments.
 QUICK = {"beam_count": 5, "beamlet_mm": 10.0, "dose_grid_mm": 8.0, "max_segments_per_beam": 3}
 

@@ -63,7 +63,7 @@ def test_review_and_check(tmp_path):
 
 @pytest.mark.slow
 def test_openkbp_vs_reference(tmp_path):
-    patient = OPENKBP / "validation-pats" / "pt_201"
+    patient = OPENKBP / "validation-pats" / "pt_203"
     if not patient.is_dir():
         said = _run("openkbp_vs_reference.py", tmp_path / "plan", cwd=tmp_path).stderr
         assert said.startswith("skipped: no OpenKBP patient at ")

@@ -480,14 +480,14 @@ def check_plan(rtplan: str | Path, *, rtdose: str | Path | None = None,
 
 
 def engine_note(result: CheckResult) -> str:
-    """One line: whose engine computed the RT Dose, and so how independent the check is."""
+    """One sentence: whose engine computed the RT Dose, and so how independent the check is."""
     if result.same_engine:
-        return ("engine    the RT Dose was computed by planner, the engine of this check: it "
-                "verifies the export (apertures, MU, geometry), not the dose algorithm")
+        return ("The RT Dose was computed by planner, the engine of this check: it verifies the "
+                "export (apertures, MU, geometry), not the dose algorithm")
     made_by = (f"{result.dose_manufacturer!r}" if result.dose_manufacturer
                else "a system that does not name itself (no Manufacturer)")
-    return (f"engine    the RT Dose was computed by {made_by}; planner's engine recomputed it "
-            "(an independent dose algorithm)")
+    return (f"The RT Dose was computed by {made_by}; planner's engine recomputed it (an "
+            "independent dose algorithm)")
 
 
 def format_check(result: CheckResult) -> str:
@@ -498,7 +498,7 @@ def format_check(result: CheckResult) -> str:
              f"RT Dose   {result.files.rtdose}",
              f"RTSTRUCT  {result.files.rtstruct}",
              f"CT        {result.files.ct}",
-             engine_note(result),
+             f"engine    {engine_note(result)}",
              f"gamma {GAMMA_DOSE_PERCENT:g} %/{GAMMA_DTA_MM:g} mm (global, "
              f"{100 * GAMMA_THRESHOLD:g} % threshold, {result.points} points): "
              f"{100 * result.pass_rate:.1f} % pass, {100 * result.fail_share:.1f} % with "

@@ -344,7 +344,7 @@ def _check_section(check: CheckResult | None) -> list[str]:
                f"<b style='color:{UNMET_COLOUR}'>FAIL</b>")
     out.append(f"<p>{verdict}: {100 * check.pass_rate:.1f} % of {check.points} points pass gamma "
                f"{GAMMA_DOSE_PERCENT:g} %/{GAMMA_DTA_MM:g} mm (global; TG-218 tolerance &ge; "
-               f"{100 * TG218_TOLERANCE:g} %). {_esc(engine_note(check).split(maxsplit=1)[1])}."
+               f"{100 * TG218_TOLERANCE:g} %). {_esc(engine_note(check))}."
                "</p>")
     unit = "% Rx" if check.normalisation == "prescription" else "% max"
     out.append(_table(["structure"] + [f"{label} diff ({unit})" for label, _ in DVH_METRICS],

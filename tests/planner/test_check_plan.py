@@ -77,7 +77,7 @@ def test_round_trip_passes(exported, case):
     assert "PASS" in text and "D0.1cc" in text
     # planner's own RT Dose: the output says the same engine recomputed it.
     assert result.same_engine
-    assert "the RT Dose was computed by planner, the engine of this check" in text
+    assert "engine    The RT Dose was computed by planner, the engine of this check" in text
 
 
 def test_review_with_the_check_shows_its_result(exported, tmp_path):
@@ -88,7 +88,7 @@ def test_review_with_the_check_shows_its_result(exported, tmp_path):
                 predict=False, check=True)
     page = (tmp_path / "review" / "report.html").read_text()
     plan = read_rt_plan(exported)
-    assert "PASS: " in page and "the RT Dose was computed by planner, the engine" in page
+    assert "PASS: " in page and "The RT Dose was computed by planner, the engine" in page
     assert f"<td>RT Plan SOP Instance UID</td><td>{plan.sop_instance_uid}</td>" in page
 
 
@@ -96,7 +96,7 @@ def test_another_systems_dose_is_an_independent_check(copy):
     edit(copy / "RD.dcm", lambda ds: setattr(ds, "Manufacturer", "Other TPS"))
     result = check_plan(copy / "RP.dcm")
     assert not result.same_engine
-    assert ("the RT Dose was computed by 'Other TPS'; planner's engine recomputed it (an "
+    assert ("The RT Dose was computed by 'Other TPS'; planner's engine recomputed it (an "
             "independent dose algorithm)") in format_check(result)
 
 

@@ -214,4 +214,4 @@ def test_report_shows_paths_relative_fluence_dvh_and_the_check(case, tmp_path):
     assert f"CT and structures: {os.path.relpath(case.ct_dir.resolve(), out.resolve())}." in page
     assert "(deliverable plan solid, fluence plan dashed)" in page
     assert ("PASS: 98.7 % of 4321 points pass gamma 3 %/2 mm" in page
-            and "the RT Dose was computed by planner, the engine of this check" in page)
+            and "%). The RT Dose was computed by planner, the engine of this check" in page)

@@ -40,7 +40,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-
 def run(args: argparse.Namespace) -> int:
     check_outputs(args)  # before seconds of reading and predicting
     review = review_plan(args.rtplan, args.rtdose, args.rtstruct, args.ct, args.out,

@@ -321,25 +321,33 @@ def axial_slice_pngs(patient: Patient, dose_gy: np.ndarray, *, reference_dose_gy
     jet = matplotlib.colormaps["jet"]
     lines = [(p * reference_dose_gy / 100.0, to_rgb(c)) for p, c in zip(ISODOSE_PERCENT,
                                                                           ISODOSE_COLOURS)]
+    box = (slice(first[0], last[0]), rows, columns)
+    # The whole box at once, each slice interpolated in-plane only.
+    hu_box = scipy.ndimage.zoom(patient.hu[box].astype(np.float32), (1, *zoom), order=1)
+    dose_box = scipy.ndimage.zoom(np.asarray(dose_gy[box], dtype=np.float32), (1, *zoom),
+                                  order=1)
+    # The masks at the voxel nearest to each pixel (of the positions zoom samples).
+    nearest = np.ix_(*(np.rint(np.linspace(0, n - 1, m)).astype(int)
+                       for n, m in zip(patient.hu[box].shape[1:], hu_box.shape[1:])))
     images = []
-    for k in range(first[0], last[0]):
-        hu = scipy.ndimage.zoom(patient.hu[k, rows, columns].astype(np.float32), zoom, order=1)
-        grey = np.clip((hu - CT_WINDOW_HU[0]) / (CT_WINDOW_HU[1] - CT_WINDOW_HU[0]), 0.0, 1.0)
+    for i, k in enumerate(range(first[0], last[0])):
+        grey = np.clip((hu_box[i] - CT_WINDOW_HU[0]) / (CT_WINDOW_HU[1] - CT_WINDOW_HU[0]),
+                       0.0, 1.0)
         rgb = np.repeat(grey[..., None], 3, axis=2)
-        dose = scipy.ndimage.zoom(dose_gy[k, rows, columns].astype(np.float32), zoom, order=1)
+        dose = dose_box[i]
         washed = dose >= wash_low
         shade = jet(np.clip((dose - wash_low) / (wash_high - wash_low), 0.0, 1.0))[..., :3]
         rgb[washed] = 0.65 * rgb[washed] + 0.35 * shade[washed]
         outlines = [(dose >= level, colour) for level, colour in lines]
-        outlines += [(scipy.ndimage.zoom(s.mask[k, rows, columns], zoom, order=0),
-                      to_rgb(colours.get(s.name, "white"))) for s in patient.structures]
+        outlines += [(s.mask[k, rows, columns][nearest], to_rgb(colours.get(s.name, "white")))
+                     for s in patient.structures]
         for inside, colour in outlines:
             rgb[inside & ~scipy.ndimage.binary_erosion(inside, border_value=1)] = colour
         buffer = io.BytesIO()
         # A palette of 128 colours: a third of the bytes of full colour (a head-and-neck
         # report's hundred slices in about 2 MB), no visible banding of the CT's grey.
-        Image.fromarray(np.rint(255 * rgb).astype(np.uint8)).quantize(colors=128).save(
-            buffer, format="png")
+        Image.fromarray(np.rint(255 * rgb).astype(np.uint8)).quantize(
+            colors=128, method=Image.Quantize.FASTOCTREE).save(buffer, format="png")
         images.append((k, buffer.getvalue()))
     return images
 

@@ -34,9 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_json_option(parser)
     parser.add_argument("--no-predict", action="store_true",
                         help="do not predict the dose (the report says so)")
+    parser.add_argument("--check", action="store_true",
+                        help="run the independent dose check as planner check does and show "
+                             "its result in the report")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the dose-prediction network runs (default: CUDA when torch "
-                             "finds a GPU)")
+                        help="where the dose-prediction network and the check run (default: "
+                             "CUDA where there is a GPU)")
     parser.set_defaults(run=run)
 
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args)  # before seconds of reading and predicting
     review = review_plan(args.rtplan, args.rtdose, args.rtstruct, args.ct, args.out,
                          protocol=args.protocol, predict=not args.no_predict,
-                         device=args.device, overwrite=args.force)
+                         check=args.check, device=args.device, overwrite=args.force)
     for conflict in review.conflicts:
         print(f"impossible protocol: {conflict.explanation}")
     if args.protocol is not None:

@@ -24,7 +24,7 @@ def _args(files, *extra):
 def test_review_report_with_protocol(files, tmp_path, capsys):
     out = tmp_path / "rev"
     assert main(_args(files, "--protocol", "tg119_c_shape", "--out", str(out), "--json",
-                      str(tmp_path / "review.json"))) == 0
+                      str(tmp_path / "review.json"), "--check", "--device", "cpu")) == 0
     stdout = capsys.readouterr().out
     page = (out / "report.html").read_text()
     # The plan's beams as read back from the RT Plan: 3 beams of 20 + 21 + 22 MU.
@@ -43,6 +43,7 @@ def test_review_report_with_protocol(files, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} >= {"report.html", "dvh.png", "fluence.png",
                                                 "segments.png", "slices_isocentre.png"}
     assert str(out / "report.html") in stdout
+    assert "No check was run" not in page and "points pass gamma" in page
     written = json.loads((tmp_path / "review.json").read_text())
     assert len(written["goals"]) == 7
     assert sorted(g["goal"] for g in written["goals"] if not g["met"]) == sorted(unmet)

@@ -1,6 +1,7 @@
 """dose.grid.resample: trilinear resampling between axis-aligned grids."""
 
 import numpy as np
+import pytest
 
 from dose.grid import Grid, resample
 
@@ -25,3 +26,14 @@ def test_resample_is_exact_for_linear_functions():
     np.testing.assert_allclose(out[2], _linear(edge)[2], atol=1e-4)
     same = resample(_linear(source), source, source)
     np.testing.assert_array_equal(same, _linear(source))
+
+
+def test_resample_on_cupy_equals_numpy():
+    """The same interpolation on a cupy array, staying on the device."""
+    cupy = pytest.importorskip("cupy")
+    source = Grid((-20.0, -30.0, -40.0), (2.5, 3.0, 4.0), (17, 21, 21))
+    target = Grid((-15.3, -24.1, -33.7), (1.7, 2.2, 3.1), (16, 20, 20))
+    out = resample(cupy.asarray(_linear(source)), source, target, fill=-7.0)
+    assert isinstance(out, cupy.ndarray)
+    np.testing.assert_allclose(cupy.asnumpy(out), resample(_linear(source), source, target,
+                                                           fill=-7.0), rtol=0, atol=1e-5)

@@ -50,6 +50,7 @@ class PlanCase:
 
     @property
     def fractions(self) -> int:
+        """The number of fractions (the protocol's first prescription's)."""
         return self.protocol.prescriptions[0].fractions
 
     @property

@@ -36,6 +36,8 @@ Run (one patient at a time, on an otherwise idle machine; a plan takes 1-3 minut
 Options: ``--patients pt_201,pt_202``, ``--arms seeded,unseeded``, ``--work DIR`` (default
 ``out/bench_plan_quality``; the plans stay in ``WORK/plans/SPLIT/ARM/PATIENT``, about 6 MB each,
 their output in ``WORK/logs``), ``--table FILE`` (default ``WORK/table.md``), ``--again``.
+``--from-batch DIR`` scores the plans ``planner batch`` wrote in DIR (one arm, the batch's;
+each time and peak memory is the patient's own process's, from ``DIR/cohort.csv``).
 ``--workers N`` or ``--scheduler ADDRESS`` score the patients and arms as Dask tasks
 (:mod:`planner.cohort`, as ``planner batch`` plans; several at once, so their times are not an
 idle machine's); a task that fails is reported and left for the next run.
@@ -44,6 +46,7 @@ idle machine's); a task that fails is reported and left for the next run.
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -174,11 +177,31 @@ def run_plan(folder: Path, arm: str, plan_dir: Path, log: Path) -> dict[str, Any
     return result
 
 
-def score_patient(folder: Path, arm: str, work: Path) -> dict[str, Any]:
-    """Plan one patient in one arm and score plan and reference (one JSON-lines row)."""
+def batch_run(batch: Path, patient: str) -> dict[str, Any]:
+    """What :func:`run_plan` says of a patient that ``planner batch --out BATCH`` planned, from
+    ``BATCH/cohort.csv``: the patient's own process's wall time and peak memory."""
+    with open(batch / "cohort.csv", newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    if patient not in rows:
+        raise SystemExit(f"{batch / 'cohort.csv'}: no row for {patient}")
+    row = rows[patient]
+    result = {"rc": 0 if row["status"] == "ok" else 1, "time_s": float(row["wall_s"] or "nan"),
+              "peak_rss_kib": int(float(row["peak_memory_gb"] or 0) * 1e9 / 1024)}
+    if result["rc"]:
+        result["error"] = row["error"]
+    return result
+
+
+def score_patient(folder: Path, arm: str, work: Path, batch: Path | None = None
+                  ) -> dict[str, Any]:
+    """Plan one patient in one arm and score plan and reference (one JSON-lines row); with
+    ``batch``, score the plan ``planner batch`` made there instead of planning it."""
     split = folder.parent.name.removesuffix("-pats")
-    plan_dir = work / "plans" / split / arm / folder.name
-    run = run_plan(folder, arm, plan_dir, work / "logs" / split / arm / f"{folder.name}.log")
+    if batch is None:
+        plan_dir = work / "plans" / split / arm / folder.name
+        run = run_plan(folder, arm, plan_dir, work / "logs" / split / arm / f"{folder.name}.log")
+    else:
+        plan_dir, run = batch / folder.name, batch_run(batch, folder.name)
     start = time.perf_counter()
     protocol = read_protocol(PROTOCOL)
     patient = read_openkbp_patient(folder)
@@ -487,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="plan and score again patients and arms already in results.jsonl")
     parser.add_argument("--table-only", action="store_true",
                         help="only rebuild the table from results.jsonl")
+    parser.add_argument("--from-batch", type=Path, default=None, metavar="DIR",
+                        help="score the plans of `planner batch --out DIR` (one arm; time and "
+                             "memory from DIR/cohort.csv) instead of planning")
     add_cluster_options(parser)
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -506,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f".venv/bin/python benchmarks/bench_plan_quality_openkbp.py --split {args.split}"
     if args.work != parser.get_default("work"):
         command += f" --work {args.work}"
+    if args.from_batch is not None:
+        command += f" --arms {','.join(arms)} --from-batch {args.from_batch}"
 
     if not args.table_only:
         if not folders:
@@ -525,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     done = read_rows(results)
                     if (args.split, folder.name, arm) in done and not args.again:
                         continue
-                    record(results, score_patient(folder, arm, args.work))
+                    record(results, score_patient(folder, arm, args.work, args.from_batch))
     all_rows = read_rows(results)
     if not any(k[0] == args.split for k in all_rows):
         print(f"{results}: no {args.split} results yet", file=sys.stderr)

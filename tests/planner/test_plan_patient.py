@@ -649,9 +649,10 @@ def test_openkbp_patient_end_to_end(openkbp_dir, tmp_path):
     folder = sorted((openkbp_dir / "validation-pats").iterdir())[0]
     out = tmp_path / "plan"
     # 3 fields (each split in two: the head-and-neck target is wider than the leaf span) of at
-    # most 3 segments: the dose engine's per-field and per-segment work dominates this test.
+    # most 5 segments: the dose engine's per-field and per-segment work dominates this test (at
+    # most 3 failed on pt_201's fluence: one field needs 4 apertures at one intensity level).
     result = plan_patient(folder, "head_and_neck", out_dir=out, device="cpu", seed=True,
-                          **{**COARSE, "beam_count": 3, "max_segments_per_beam": 3})
+                          **{**COARSE, "beam_count": 3})
     dicom = out / DICOM_FOLDER
     assert result.files.wrote_images  # OpenKBP is no DICOM: CT and RTSTRUCT written beside
     summary = json.loads((out / SUMMARY_FILE).read_text())

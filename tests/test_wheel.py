@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import planner
-from conftest import REPO
+
+REPO = Path(__file__).resolve().parent.parent
 
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "planner", "dose", "optim", "data")
 #: A coarse plan: what is checked is that the installed package plans, not the plan's quality.

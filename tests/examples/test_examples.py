@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OPENKBP, REPO
-
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+OPENKBP = REPO.parent / "shared" / "openkbp" / "provided-data"
 
 
 def _run(script: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -14,8 +14,7 @@ sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arg
   targets (where the predicted fall-off is smoother than a plan's), penalising only dose
   *above* the prediction (``under=0``), each weighing ``MIMIC_WEIGHT``: a tenth of the targets'
   prescription objectives, as much as a clinical goal's objective starts with, so that they move
-  the dose outside the targets (at 1, as first shipped, they changed 1 plan in 6). They can
-  only pull dose down outside the targets; the targets keep their own prescription objectives.
+  the dose outside the targets. They can only pull dose down outside the targets; the targets keep their own prescription objectives.
   A sparing step that loses a hard or organ goal met before is undone and their weight halves;
   a kept step doubles it again (up to ``MIMIC_WEIGHT``); below a tenth they are dropped. A
   target's soft goal (D95) may be traded: the deliverable plan's normalisation restores it as
@@ -26,13 +25,10 @@ that loses a goal is undone. A poor prediction costs at most a few optimisations
 with the mimicking and their repairs), a first step held back by pessimistic floors, or a kept
 step that settles the soft goals still unmet differently.
 
-Why only from the sparing step, and why no warm start of the fluence (measured on the OpenKBP
-validation patients, ``benchmarks/results/seeding_openkbp.md``): with the mimicking in every step
-the plans reached the hard goals later and on fewer patients. A least-squares fit of the
-prediction as the start, followed by the coverage step, reached them no sooner; in place of the
-coverage step, sooner on the patients that meet them easily but less reliably on those near the
-limit (a hard goal lost on pt_210 in 4 of 6 repeats). So the way to the hard goals is the
-unseeded one, iteration for iteration, and the prediction then shapes the sparing. The network
+Only from the sparing step, and without a warm start of the fluence: the way to the hard goals
+is the unseeded one, iteration for iteration, because the mimicking in every step, or the
+prediction as the starting fluence, reached the hard goals later or less reliably (measured:
+``benchmarks/results/seeding_openkbp.md`` and ``design_history.md``, "Seeding"). The network
 needs no Dij: :func:`predict_seed` can run while the Dij is computed (as
 :func:`planner.plan.plan_patient` does).
 
@@ -134,8 +130,7 @@ def prediction_patient(patient: Patient, protocol: Protocol | None) -> Patient:
     - Where there is no external contour, a body outline as the possible-dose mask: the voxels
       above -500 HU with the holes of each axial slice filled. The prediction is set to 0
       outside the mask, and without the filling that would be the airway and the oral cavity
-      inside the targets and the larynx (on OpenKBP pt_201 written as DICOM, which has no
-      external contour, the larynx's predicted mean dose fell from 55.6 to 39.1 Gy).
+      inside the targets and the larynx (``design_history.md``, "Seeding").
     """
     if protocol is not None:
         mapping = map_structures(protocol, [s.name for s in patient.structures]).mapping

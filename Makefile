@@ -11,8 +11,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch 2.13.0: on machines without a GPU this resolves to the local CPU wheel.
 	$(PY) -m pip install --quiet torch==2.13.0
-	# reference: dicompyler-core, the independent reader some tests check against (pydicom 2).
-	$(PY) -m pip install --quiet -e '.[test,reference]'
+	# reference: dicompyler-core, the independent reader some tests check against (pydicom 2);
+	# thirdparty: PyDoseRT, a third-party dose engine that reads the exported RT Plan.
+	$(PY) -m pip install --quiet -e '.[test,reference,thirdparty]'
 	touch $@
 
 # The full plan of the bundled TG-119 C-shape phantom: DICOM RT Plan + RT Dose (with CT and

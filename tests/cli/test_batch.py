@@ -214,6 +214,13 @@ def test_isolated_child_errors_and_memory(tmp_path):
     assert run_isolated(os.getenv, ("OMP_NUM_THREADS",), threads=3).value == "3"
 
 
+def test_isolated_child_keeps_the_default_heap_trimming(monkeypatch):
+    """A Dask worker's MALLOC_TRIM_THRESHOLD_ (set by Dask for itself) does not reach a patient's
+    process: there it made the plan's large arrays page-fault back in after every free."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    assert run_isolated(os.getenv, ("MALLOC_TRIM_THRESHOLD_",)).value is None
+
+
 def test_evaluate_prediction_on_dask_scores_as_serially(openkbp_dir, tmp_path, capsys):
     """evaluate-prediction --workers 1 runs the patients as Dask tasks (planner.cohort): the
     same CSV as the serial run; a prediction that is missing is that patient's reason."""

@@ -273,7 +273,7 @@ def run_isolated(function: Callable[..., dict[str, Any]], args: tuple[Any, ...],
     env = dict(os.environ)
     # Dask sets this for its worker processes (return freed memory to the kernel at once);
     # inherited by a patient's process it made every large array page-fault back in: OpenKBP
-    # pt_201's plan spent 43 % of its CPU in the kernel and took 229 s against about 130 s.
+    # pt_201's plan spent 43 % of its CPU in the kernel and took 229 s against 123 s.
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
     if threads is not None:
         env.update({name: str(threads) for name in THREAD_VARIABLES})

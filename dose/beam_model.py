@@ -315,28 +315,41 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
     blocks[:, :nv, :nu] = stacked
     coarse = blocks.reshape(count, cv, factor, cu, factor).mean(axis=(2, 4))
 
-    def convolve(images: Any, spacing: float, pad: int, rates: list[float]) -> Any:
+    def convolve(images: Any, spacing: float, pad: int, rates: list[float], out: Any) -> None:
+        """``images`` convolved with the kernels of ``rates``, for each magnification, into
+        ``out`` (count, magnifications, rates, rows, cols)."""
         rows, cols = images.shape[1:]
         shape = (_fast_len(rows + 2 * pad), _fast_len(cols + 2 * pad))
         spectrum = fft.rfft2(images, s=shape)
         kv = 2 * np.pi * np.fft.fftfreq(shape[0], d=spacing)[:, None]
         ku = 2 * np.pi * np.fft.rfftfreq(shape[1], d=spacing)[None, :]
-        k = np.sqrt(kv**2 + ku**2)
-        source = ((1 - model.extrafocal_fraction) * np.exp(-0.5 * (k * model.focal_sigma_mm)**2)
-                  + model.extrafocal_fraction * np.exp(-0.5 * (k * model.extrafocal_sigma_mm)**2))
-        out = xp.empty((count, len(magnifications), len(rates), rows, cols), dtype=xp.float32)
+        k2 = kv**2 + ku**2
+        source = ((1 - model.extrafocal_fraction) * np.exp(-0.5 * k2 * model.focal_sigma_mm**2)
+                  + model.extrafocal_fraction * np.exp(-0.5 * k2 * model.extrafocal_sigma_mm**2))
+        # The source's transform is folded into the spectrum once; each plane's kernel transform
+        # (:func:`_transfer` at k / m) is then three float32 passes on the device.
+        spectrum *= xp.asarray(source, dtype=xp.float32)
+        k2 = xp.asarray(k2, dtype=xp.float32)
+        transfer = xp.empty_like(k2)
         for index, magnification in enumerate(magnifications):
             for which, rate in enumerate(rates):
-                transfer = xp.asarray(source * _transfer(rate, k / magnification),
-                                      dtype=xp.float32)
+                xp.multiply(k2, np.float32(1.0 / magnification**2), out=transfer)
+                transfer += np.float32(rate**2)
+                xp.sqrt(transfer, out=transfer)
+                xp.divide(np.float32(rate), transfer, out=transfer)
                 out[:, index, which] = fft.irfft2(spectrum * transfer, s=shape)[:, :rows, :cols]
-        return out
 
     densities = np.asarray(densities, dtype=float)
-    primary = convolve(stacked, spacing_mm, int(np.ceil(20.0 / densities.min() / spacing_mm)),
-                       [model.primary_lateral_per_mm * rho for rho in densities])
-    scatter = convolve(coarse, spacing_mm * factor, max(cv, cu),
-                       [model.scatter_attenuation_per_mm])[:, :, 0]
+    primary = xp.empty((count, len(magnifications), densities.size, nv, nu), dtype=xp.float32)
+    # Each density's planes padded for its own kernel's reach: the transforms of the denser
+    # planes are smaller (a third of the area at 1.9 g/cm^3 of that at 0.2 for a 10 cm field).
+    for which, rho in enumerate(densities):
+        convolve(stacked, spacing_mm, int(np.ceil(20.0 / rho / spacing_mm)),
+                 [model.primary_lateral_per_mm * rho], primary[:, :, which:which + 1])
+    scatter = xp.empty((count, len(magnifications), 1, cv, cu), dtype=xp.float32)
+    convolve(coarse, spacing_mm * factor, max(cv, cu), [model.scatter_attenuation_per_mm],
+             scatter)
+    scatter = scatter[:, :, 0]
     if single:
         primary, scatter = primary[0], scatter[0]
     return Planes(primary, scatter, np.asarray(magnifications, dtype=float), densities,

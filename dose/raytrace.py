@@ -73,7 +73,10 @@ def radiological_depth(density: Any, density_grid: Grid, beam: Beam, u_mm: Any, 
     t_enter = float(np.min(sad_mm - (corners - iso) @ rotation[2])) - step_mm
     t_enter = max(t_enter, step_mm)
     t_stop = float(xp.max(t_mm)) + step_mm
-    u0, v0 = float(xp.min(u_mm)) - lateral_step_mm, float(xp.min(v_mm)) - lateral_step_mm
+    # The rays lie on a lattice fixed to the beam axis, so a point's depth does not depend on
+    # which other points are traced with it (e.g. a field's voxels or a carriage's).
+    u0 = (np.floor(float(xp.min(u_mm)) / lateral_step_mm) - 1) * lateral_step_mm
+    v0 = (np.floor(float(xp.min(v_mm)) / lateral_step_mm) - 1) * lateral_step_mm
     nu = int(np.ceil((float(xp.max(u_mm)) + lateral_step_mm - u0) / lateral_step_mm)) + 1
     nv = int(np.ceil((float(xp.max(v_mm)) + lateral_step_mm - v0) / lateral_step_mm)) + 1
     nt = int(np.ceil((t_stop - t_enter) / step_mm)) + 1

@@ -138,18 +138,43 @@ def field_voxels(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
     tracing is about 40 % of a dose calculation and does not depend on the MU.
 
     Parameters and defaults as for :func:`segment_dose`; None for a beam without segments.
+    Beams of one direction (e.g. the carriage positions of a split field) are traced once, over
+    the union of their windows, and each takes the voxels in its own window.
     """
     voxel_index = dose_voxels(density, density_grid, dose_grid, dose_mask)
+    windows: list[tuple[float, float, float, float] | None] = []
+    for beam_segments in segments:
+        if beam_segments:
+            u_edges, v_edges = _fluence_edges(beam_segments, fluence_spacing_mm, reach_mm)
+            windows.append((u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
+        else:
+            windows.append(None)
+    directions: dict[Beam, tuple[float, float, float, float]] = {}
+    for beam, w in zip(beams, windows):
+        if w is not None:
+            union = directions.get(beam, w)
+            directions[beam] = (min(union[0], w[0]), max(union[1], w[1]),
+                                min(union[2], w[2]), max(union[3], w[3]))
 
-    def trace(beam: Beam, beam_segments: Sequence[Segment]) -> BeamVoxels | None:
-        if not beam_segments:
-            return None
-        u_edges, v_edges = _fluence_edges(beam_segments, fluence_spacing_mm, reach_mm)
+    def trace(beam: Beam, window: tuple[float, float, float, float]) -> BeamVoxels:
         return beam_voxels(density, density_grid, dose_grid, voxel_index, beam, model,
-                           sad_mm=machine.sad_mm,
-                           uv_window_mm=(u_edges[0], u_edges[-1], v_edges[0], v_edges[-1]))
+                           sad_mm=machine.sad_mm, uv_window_mm=window)
 
-    return _per_beam(trace, array_module(density), beams, segments)
+    traced = dict(zip(directions, _per_beam(trace, array_module(density), list(directions),
+                                            list(directions.values()))))
+
+    def in_window(beam: Beam, window: tuple[float, float, float, float] | None
+                  ) -> BeamVoxels | None:
+        if window is None:
+            return None
+        voxels = traced[beam]
+        if window == directions[beam]:
+            return voxels
+        u_min, u_max, v_min, v_max = window
+        return _subset(voxels, (voxels.u_mm >= u_min) & (voxels.u_mm <= u_max)
+                       & (voxels.v_mm >= v_min) & (voxels.v_mm <= v_max))
+
+    return [in_window(beam, window) for beam, window in zip(beams, windows)]
 
 
 def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Sequence[Beam],

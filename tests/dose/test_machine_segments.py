@@ -130,3 +130,27 @@ def test_segment_dose_matrix_from_traced_fields_matches_their_final_dose():
                          voxels=traced).ravel()
     np.testing.assert_allclose(matrix @ np.array([2.0, 3.0, 1.5]), total[index], rtol=1e-4,
                                atol=1e-6 * total.max())
+
+
+def test_carriages_of_one_direction_share_a_tracing():
+    """Two fields of one direction with different windows (a split field's carriages) traced
+    together in ``field_voxels`` (once, over their union) give each field the voxels, depths and
+    depth terms it gets traced alone: the rays lie on a lattice fixed to the beam axis."""
+    from dose import Beam, Grid, field_voxels, load_beam_model
+
+    machine, model = load_machine(), load_beam_model()
+    grid = Grid((-60.0, -40.0, -60.0), (4.0, 4.0, 4.0), (31, 21, 31))
+    density = np.ones(grid.shape, np.float32)
+    density[:, 8:12, 10:20] = 0.25  # an air-like pocket: depths differ between neighbours
+    beam = Beam(30.0, 0.0, 0.0, (0.0, 0.0, 0.0))
+    left = [open_field(machine, (-50.0, -5.0), (-20.0, 20.0), 1.0)]
+    right = [open_field(machine, (5.0, 45.0), (-20.0, 20.0), 1.0)]
+    together = field_voxels(density, grid, grid, [beam, beam], [left, right], machine, model,
+                            reach_mm=10.0)
+    alone = [field_voxels(density, grid, grid, [beam], [s], machine, model, reach_mm=10.0)[0]
+             for s in (left, right)]
+    for shared, single in zip(together, alone):
+        np.testing.assert_array_equal(shared.index, single.index)
+        np.testing.assert_allclose(shared.depth_mm, single.depth_mm, rtol=1e-6, atol=1e-3)
+        np.testing.assert_allclose(shared.primary_gy, single.primary_gy, rtol=1e-5)
+    assert not np.array_equal(together[0].index, together[1].index)  # the windows differ

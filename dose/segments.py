@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from dose._xp import array_module
-from dose.beam_model import (REACH_MM, BeamModel, density_planes, lateral_planes,
-                             magnification_planes, plane_lookup, sample_lookup,
-                             sample_planes)
+from dose.beam_model import (INTERPOLATED_MAGNIFICATION_STEP, REACH_MM, BeamModel,
+                             density_planes, lateral_planes, magnification_planes,
+                             plane_lookup, sample_lookup, sample_planes)
 from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import Machine
@@ -348,7 +348,8 @@ def _fluence_doses(voxels: Any, fluences: np.ndarray, u_edges: np.ndarray, v_edg
     xp = array_module(voxels.t_mm)
     spacing = float(u_edges[1] - u_edges[0])
     magnifications = magnification_planes(float(xp.min(voxels.t_mm)),
-                                          float(xp.max(voxels.t_mm)), machine.sad_mm)
+                                          float(xp.max(voxels.t_mm)), machine.sad_mm,
+                                          INTERPOLATED_MAGNIFICATION_STEP)
     densities = density_planes(voxels.lateral_density)
     # Primary planes dominate the memory; padded spectra and scatter planes add less than it.
     per_fluence = 3 * 4 * magnifications.size * densities.size * fluences[0].size

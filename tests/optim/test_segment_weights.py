@@ -135,12 +135,16 @@ def test_segment_doses_from_the_dose_engine():
     assert np.mean(S @ constrained.x) == pytest.approx(2.0, rel=0.02)
 
     # A price on MU: the flat 2 Gy needs far less modulation than the dome's segments carry, so
-    # the MU fall (measured 279 -> 237 MU, 15 %) while the PTV dose stays at its aim: mean within
-    # 0.5 % (measured 0.03 %), every voxel within 2 % (measured 1.4 %; 0.6 % without the price).
+    # the MU fall (measured 274 -> 237 MU, 13 %) while the PTV dose stays at its aim: mean within
+    # 0.5 % (measured 0.03 %), every voxel within 2 % (measured 1.4 %). Both run to a tight stop:
+    # the price is a small share of the objective, and where the default stop ends a pass
+    # depends on the path (moving the rays' lattice moved the priced MU there from 237 to 251).
+    converged = optimise_segment_weights(S, objectives, np.array(w0), min_weight=5.0,
+                                         rel_tol=1e-9)
     priced = optimise_segment_weights(S, objectives, np.array(w0), min_weight=5.0,
-                                      mu_weight=1e-5)
+                                      mu_weight=1e-5, rel_tol=1e-9)
     assert np.all((priced.x == 0) | (priced.x >= 5.0))
-    assert priced.x.sum() <= 0.9 * constrained.x.sum()
+    assert priced.x.sum() <= 0.9 * converged.x.sum()
     assert np.mean(S @ priced.x) == pytest.approx(2.0, rel=0.005)
     np.testing.assert_allclose(S @ priced.x, 2.0, rtol=0.02)
 

@@ -226,27 +226,38 @@ def _rows_used(xp: Any, index_arrays: Sequence[Any]) -> Any:
     return xp.unique(xp.concatenate([xp.asarray(a).ravel() for a in index_arrays]))
 
 
-#: Restrict ``D`` to the rows used only when they hold less than this share of its non-zeros:
+#: Copy the rows used out of ``D`` only when they hold less than this share of its non-zeros:
 #: otherwise the copy costs more memory (a head-and-neck Dij is 1-2 GB) than it saves time.
 RESTRICT_BELOW = 0.75
 
 
 def _restrict(D: Any, index_arrays: Sequence[Any]) -> tuple[Any, Any]:
-    """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``;
-    ``D`` itself and all its row numbers where those rows hold most of its non-zeros."""
+    """The rows of ``D`` that some index array uses, and their (sorted) row numbers in ``D``.
+
+    Where those rows hold most of ``D``'s non-zeros, they are not copied: the result is a CSR
+    matrix on ``D``'s own data and indices with every non-empty row and every row used, in order
+    (a Dij has rows for the whole grid, most of them empty: dropped, the dose vectors that every
+    product and objective allocates are that much shorter)."""
     xp = array_module(D)
     rows = _rows_used(xp, index_arrays)
     if getattr(D, "format", None) == "csr":
-        nnz_used = int((D.indptr[rows + 1] - D.indptr[rows]).sum())
-        if nnz_used >= RESTRICT_BELOW * D.nnz:
-            return D, xp.arange(D.shape[0])
+        lengths = D.indptr[1:] - D.indptr[:-1]
+        if int(lengths[rows].sum()) >= RESTRICT_BELOW * D.nnz:
+            kept = xp.unique(xp.concatenate([xp.flatnonzero(lengths), rows]))
+            return _csr(D, D.data, D.indices, xp.concatenate([D.indptr[kept], D.indptr[-1:]])), kept
     return D[rows], rows
 
 
-def _with_more_rows(D: Any, rows: Any, index_arrays: Sequence[Any]
+def _csr(like: Any, data: Any, indices: Any, indptr: Any) -> Any:
+    """A CSR matrix of ``like``'s type and column count on these arrays, without a copy."""
+    return type(like)((data, indices, indptr), shape=(indptr.size - 1, like.shape[1]), copy=False)
+
+
+def _with_more_rows(D: Any, Dr: Any, rows: Any, index_arrays: Sequence[Any]
                     ) -> tuple[Any, Callable[[Any], Any]]:
-    """``D[rows]`` with the rows the index arrays use beyond ``rows`` appended below, so that
-    row numbers into ``D[rows]`` stay valid; and a map from ``D``'s row numbers to the new ones."""
+    """``Dr`` (``D[rows]``) with the rows the index arrays use beyond ``rows`` appended below, so
+    that row numbers into ``Dr`` stay valid; and a map from ``D``'s row numbers to the new ones.
+    Rows that are empty in ``D`` are appended without copying ``Dr``."""
     xp = array_module(D)
     wanted = _rows_used(xp, index_arrays)
     extra = wanted[~xp.isin(wanted, rows)]
@@ -257,6 +268,12 @@ def _with_more_rows(D: Any, rows: Any, index_arrays: Sequence[Any]
         inside = rows[xp.minimum(at, rows.size - 1)] == indices
         return xp.where(inside, at, rows.size + xp.searchsorted(extra, indices))
 
+    if extra.size == 0:
+        return Dr, remap
+    if getattr(D, "format", None) == "csr" and getattr(Dr, "format", None) == "csr" and not int(
+            (D.indptr[extra + 1] - D.indptr[extra]).sum()):
+        tail = xp.full(extra.size, Dr.indptr[-1], dtype=Dr.indptr.dtype)
+        return _csr(Dr, Dr.data, Dr.indices, xp.concatenate([Dr.indptr, tail])), remap
     return D[xp.concatenate([rows, extra])], remap
 
 
@@ -381,7 +398,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     D_sparing, sparing_extras = Dr, []
     sparing_idx = [o.indices for o in sparing_objectives if hasattr(o, "indices")]
     if sparing_idx:
-        D_sparing, remap_sparing = _with_more_rows(D, rows, sparing_idx)
+        D_sparing, remap_sparing = _with_more_rows(D, Dr, rows, sparing_idx)
         sparing_extras = [replace(o, indices=remap_sparing(o.indices))  # type: ignore
                           if hasattr(o, "indices") else o for o in sparing_objectives]
 

@@ -309,3 +309,30 @@ def test_insisted_aims_stay_near_the_limit():
     over = GoalResult(cord.label, 60.0, 45.0, False, -15.0, "Gy", True)
     assert bounded_aim(cord, insisted_aim(cord, 45.0 * 0.97, over)) == pytest.approx(41.4)
     assert bounded_aim(cord, 44.0) == 44.0  # inside the bound: as it is
+
+
+def test_rows_of_a_mostly_used_dij_are_kept_without_a_copy():
+    """A Dij with rows for the whole grid, most of them empty: the optimiser's matrix drops the
+    empty rows (keeping any used one) on the Dij's own arrays, its products on the used rows are
+    the Dij's, and the sparing step's extra rows that are empty are appended without a copy."""
+    from optim.autoplan import _restrict, _with_more_rows
+
+    rng = np.random.default_rng(4)
+    D = scipy.sparse.random(400, 30, density=0.3, random_state=5, format="csr",
+                            dtype=np.float32)
+    D = scipy.sparse.csr_matrix(D.multiply(np.arange(400)[:, None] % 4 == 0))  # 3 in 4 empty
+    nonempty = np.flatnonzero(np.diff(D.indptr))
+    used = [nonempty[::2], nonempty[1::2], np.array([1, 2])]  # rows 1 and 2 are empty
+    Dr, rows = _restrict(D, used)
+    assert np.shares_memory(Dr.data, D.data) and np.shares_memory(Dr.indices, D.indices)
+    np.testing.assert_array_equal(rows, np.union1d(nonempty, [1, 2]))
+    x = rng.random(30).astype(np.float32)
+    np.testing.assert_array_equal(Dr @ x, (D @ x)[rows])
+    extra = np.array([3, 5, 7])  # empty rows only the sparing objectives use
+    Ds, remap = _with_more_rows(D, Dr, rows, [nonempty, extra])
+    assert np.shares_memory(Ds.data, D.data)
+    np.testing.assert_array_equal((Ds @ x)[remap(np.concatenate([nonempty, extra]))],
+                                  (D @ x)[np.concatenate([nonempty, extra])])
+    # A few rows of a large Dij are copied out, as before.
+    few, few_rows = _restrict(D, [nonempty[:5]])
+    assert not np.shares_memory(few.data, D.data) and few.shape[0] == 5

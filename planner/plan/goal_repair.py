@@ -36,12 +36,14 @@ def repair_goals(delivery: Delivery, weights: SegmentWeights, fluence: FluencePl
                  planned: DeliveredPlan, *, log: StepLog
                  ) -> tuple[FluenceResult, DeliveredPlan, GoalRepairReport]:
     """The step "goal repair", run when the deliverable plan ``planned`` (from ``weights``) lost
-    a hard goal that ``fluence`` met on the CT grid or on the optimiser's voxels.
+    a hard goal that ``fluence`` met on the CT grid or on the optimiser's voxels. The repaired
+    weights are kept only where their plan loses no hard goal that ``planned`` meets.
 
     Returns
     -------
     result : FluenceResult
-        The segment weights kept (``weights.result`` where the repair did not improve them).
+        The segment weights kept (``weights.result`` where the repair did not improve them on
+        the segment-dose rows, or lost a hard goal on the patient grid).
     planned : DeliveredPlan
         The deliverable plan of ``result``.
     report : GoalRepairReport
@@ -64,19 +66,33 @@ def repair_goals(delivery: Delivery, weights: SegmentWeights, fluence: FluencePl
                            min_weight=delivery.fields.min_weight, mu_weight=weights.mu_price,
                            max_iter=SEGMENT_WEIGHT_ITERATIONS)
     before = {r.goal.label: r for r in planned.goals}
+    rejected = ""
     if repair.result is not result:
-        result = repair.result
-        planned = delivery.plan(result.x)
+        repaired = delivery.plan(repair.result.x)
+        newly_lost = hard_goals_lost(planned.goals, repaired.goals)
+        if newly_lost:
+            # The rows sample the dose grid: a repair that looks better there can lose a hard
+            # goal on the patient grid. Kept only where it loses none.
+            rejected = f"; not kept: it loses {', '.join(newly_lost)}"
+        else:
+            result, planned = repair.result, repaired
     after = {r.goal.label: r for r in planned.goals}
     log.step("goal repair", f"{repair.rounds} rounds of segment weights with the goals: "
              + "; ".join(f"{r.goal.label} {before[r.goal.label].value:.2f} -> "
                          f"{after[r.goal.label].value:.2f} {r.unit} "
                          f"({'restored' if after[r.goal.label].met else 'still lost'})"
                          for r in lost)
-             + f"; {planned.goals_met}, {int(np.count_nonzero(result.x))} segments")
+             + rejected + f"; {planned.goals_met}, {int(np.count_nonzero(result.x))} segments")
     return result, planned, GoalRepairReport(
         tuple(r.goal.label for r in lost), repair.rounds,
         tuple(r.goal.label for r in lost if after[r.goal.label].met))
+
+
+def hard_goals_lost(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> list[str]:
+    """Labels of the hard goals met in ``before`` and not in ``after`` (two goal tables of the
+    same protocol)."""
+    met_after = {r.goal.label for r in after if r.met}
+    return [r.goal.label for r in before if r.goal.hard and r.met and r.goal.label not in met_after]
 
 
 def segment_weight_goals(goals: Sequence[PlanGoal], n_voxels: int, voxel_index: np.ndarray, *,

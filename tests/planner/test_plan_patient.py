@@ -662,3 +662,26 @@ def test_openkbp_patient_end_to_end(openkbp_dir, tmp_path):
                             dicom / "RD.dcm")
     if DCIODVFY.is_file():
         check_dciodvfy(dicom)
+
+
+def test_goal_repair_keeps_no_repair_that_loses_a_hard_goal():
+    """The goal repair's rule (``hard_goals_lost``): a repaired plan that loses a hard goal the
+    plan met is not kept, whatever it restores (OpenKBP pt_260: the repair left the cord still
+    lost and lost PTV70 D1 % by 0.07 Gy on the patient grid); soft goals may move."""
+    from planner.plan.goal_repair import hard_goals_lost
+    from planner.protocol import read_protocol
+    from planner.review.goals import GoalRow
+
+    goals = read_protocol("head_and_neck").goals
+    hard = [g for g in goals if g.priority == "hard"][:2]
+    soft = [g for g in goals if g.priority == "soft"][:1]
+
+    def table(*met):
+        return [GoalRow(g, g.structure, 0.0, 0.0, 1.0 if m else -1.0, "Gy", m, None)
+                for g, m in zip(hard + soft, met)]
+
+    assert hard_goals_lost(table(True, False, True), table(False, False, True)) == [
+        hard[0].label]
+    assert hard_goals_lost(table(True, False, True), table(False, True, True)) == [
+        hard[0].label]
+    assert hard_goals_lost(table(True, False, True), table(True, True, False)) == []

@@ -51,16 +51,24 @@ def normalise(delivery: Delivery, mu: np.ndarray, planned: DeliveredPlan, *, log
     elif scale != 1.0:
         mu[floored] = min_weight
         scaled = delivery.plan(mu)
-        kept = {r.goal.label for r in planned.goals if r.goal.hard and r.met}
-        if all(r.met for r in scaled.goals if r.goal.label in kept):
+        if keeps_hard_goals(planned.goals, scaled.goals):
             planned = scaled
             note += (f"; {int(floored.sum())} segments kept at the least "
                      f"{MIN_MU_PER_SEGMENT:g} MU, the dose recomputed")
         else:
             note = (f"not scaled: x{scale:.3f} with {int(floored.sum())} segments "
-                    f"kept at the least {MIN_MU_PER_SEGMENT:g} MU loses a hard goal")
+                    f"kept at the least {MIN_MU_PER_SEGMENT:g} MU loses or worsens a hard goal")
     log.step("normalisation", note)
     return planned, note
+
+
+def keeps_hard_goals(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> bool:
+    """Whether goal table ``after`` keeps every hard goal met in ``before`` met, and takes none
+    that ``before`` misses further from its limit (an organ over its limit is not scaled
+    hotter)."""
+    hard = {r.goal.label: r for r in before if r.goal.hard}
+    return all(r.met if hard[r.goal.label].met else r.margin >= hard[r.goal.label].margin
+               for r in after if r.goal.label in hard)
 
 
 def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
@@ -72,8 +80,9 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
     The main target is the one with the highest prescription; its D95 is taken on its optimised
     volume (:mod:`planner.planning_structures`) on the CT grid, as the goal table does. The
     D95 already up to ``NORMALISATION_TOLERANCE`` above the prescription is left as it is. The
-    factor is applied only as far as it keeps every hard goal that ``goals`` meets met: where the
-    full factor would lose one, the largest step towards it that keeps them is found by
+    factor is applied only as far as it keeps every hard goal that ``goals`` meets met and takes
+    none that it misses further from its limit (:func:`keeps_hard_goals`): where the full factor
+    would, the largest step towards it that does not is found by
     bisection (``bisections`` halvings), so a plan is never left hot (or cold) by more than its
     hard goals demand. (A segment the factor would take below the least MU a segment may carry
     is the caller's to keep there: :func:`normalise` recomputes the dose then.)
@@ -104,12 +113,9 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
     if 1.0 / (1.0 + NORMALISATION_TOLERANCE) <= wanted <= 1.0:
         return 1.0, (f"{rule}, or up to {100 * NORMALISATION_TOLERANCE:g} % above it: D95 "
                      f"{d95:.2f} Gy, not scaled")
-    kept_hard = {g.goal.label for g in goals if g.goal.hard and g.met}
-
     def keeps(scale: float) -> bool:
-        rows = evaluate_protocol(patient, dose_ct * np.float32(scale), protocol,
-                                 structures=structures)
-        return all(r.met for r in rows if r.goal.label in kept_hard)
+        return keeps_hard_goals(goals, evaluate_protocol(
+            patient, dose_ct * np.float32(scale), protocol, structures=structures))
 
     done = wanted
     if not keeps(wanted):
@@ -119,8 +125,8 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
             low, high = (middle, high) if keeps(middle) else (low, middle)
         done = low
     if done == 1.0:
-        return 1.0, (f"{rule} would need x{wanted:.3f}, which loses a hard goal; not scaled "
-                     f"(D95 {d95:.2f} Gy)")
+        return 1.0, (f"{rule} would need x{wanted:.3f}, which loses or worsens a hard goal; "
+                     f"not scaled (D95 {d95:.2f} Gy)")
     if done != wanted:
         return done, (f"{rule} needs x{wanted:.3f}; scaled x{done:.3f}, as far as the hard goals "
                       f"allow (D95 {d95:.2f} -> {d95 * done:.2f} Gy)")

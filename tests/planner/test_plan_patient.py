@@ -685,3 +685,30 @@ def test_goal_repair_keeps_no_repair_that_loses_a_hard_goal():
     assert hard_goals_lost(table(True, False, True), table(False, True, True)) == [
         hard[0].label]
     assert hard_goals_lost(table(True, False, True), table(True, True, False)) == []
+
+
+def test_normalisation_does_not_scale_a_missed_organ_limit_hotter(protocol_file):
+    """D95 47 Gy of a 50 Gy PTV (x1.064 wanted) with a hard D1% <= 105 % already missed by a hot
+    spot (20 of its 1000 voxels at 54 Gy): scaling up would take the hot spot further from its
+    limit, so the plan is not scaled, and said so (OpenKBP test pt_260: x1.007 took a cord
+    already over 45 Gy from 46.35 to 46.65 Gy). The hard D99 it misses (47 < 47.5 Gy) would gain,
+    which alone does not allow it."""
+    patient, dose = _normalise_case(47.0)
+    ptv = patient.structure("PTV").mask
+    dose = np.where(ptv, 47.0, 20.0).astype(np.float32)
+    dose[5, 5:7, 5:15] = 54.0  # 20 voxels: the top 2 %
+    protocol = read_protocol(protocol_file(NORMALISE_PROTOCOL + """[[goals]]
+structure = "PTV"
+metric = "D1%"
+max = 105.0
+unit = "%"
+priority = "hard"
+"""))
+    structures = planning_structures(patient, protocol)
+    goals = evaluate_protocol(patient, dose, protocol, structures=structures)
+    assert {g.goal.metric: g.met for g in goals if g.goal.structure == "PTV"} == {
+        "D95%": False, "D99%": False, "D1%": False}
+    scale, message = normalisation_scale(patient, patient.grid, dose, protocol, structures,
+                                         goals)
+    assert scale == 1.0
+    assert "loses or worsens a hard goal; not scaled" in message

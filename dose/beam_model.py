@@ -258,11 +258,6 @@ class Planes:
     scatter_factor: int
 
 
-def _transfer(rate_per_mm: float, k: np.ndarray) -> np.ndarray:
-    """2-D Fourier transform of ``b exp(-b r) / (2 pi r)``, ``b / sqrt(b^2 + k^2)`` (Hankel)."""
-    return rate_per_mm / np.sqrt(rate_per_mm**2 + k**2)
-
-
 def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
                    magnifications: np.ndarray, model: BeamModel, *,
                    densities: np.ndarray = np.array([1.0]),
@@ -331,7 +326,8 @@ def lateral_planes(fluence: Any, spacing_mm: float, u0_mm: float, v0_mm: float,
         source = ((1 - model.extrafocal_fraction) * np.exp(-0.5 * k2 * model.focal_sigma_mm**2)
                   + model.extrafocal_fraction * np.exp(-0.5 * k2 * model.extrafocal_sigma_mm**2))
         # The source's transform is folded into the spectrum once; each plane's kernel transform
-        # (:func:`_transfer` at k / m) is then three float32 passes on the device.
+        # (b / sqrt(b^2 + (k/m)^2), the Hankel transform of b exp(-b r) / (2 pi r)) is then three
+        # float32 passes on the device.
         spectrum *= xp.asarray(source, dtype=xp.float32)
         k2 = xp.asarray(k2, dtype=xp.float32)
         transfer = xp.empty_like(k2)
@@ -380,7 +376,8 @@ def magnification_planes(t_min_mm: float, t_max_mm: float, sad_mm: float,
     the multiples of ``step`` (0.025: 25 mm of depth at SAD 1000 mm; see ``MAGNIFICATION_STEP``
     and ``INTERPOLATED_MAGNIFICATION_STEP``) from the last at or below ``t_min`` to the first at
     or above ``t_max``, so that a voxel's dose does not depend on which voxels share its planes
-    (one plane more where ``t_min`` or ``t_max`` is on a plane: rounding must not put it outside)."""
+    (one plane more where ``t_min`` or ``t_max`` is on a plane: rounding must not put it
+    outside)."""
     first = int(np.floor(t_min_mm / sad_mm / step - 1e-6))
     last = max(int(np.ceil(t_max_mm / sad_mm / step + 1e-6)), first + 1)
     return step * np.arange(first, last + 1)

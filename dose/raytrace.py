@@ -136,6 +136,12 @@ class BeamVoxels:
     lateral_density: Any
 
 
+def in_window(u_mm: Any, v_mm: Any, window_mm: tuple[float, float, float, float]) -> Any:
+    """Which points (u, v at the isocentre plane) lie in ``(u_min, u_max, v_min, v_max)``."""
+    u_min, u_max, v_min, v_max = window_mm
+    return (u_mm >= u_min) & (u_mm <= u_max) & (v_mm >= v_min) & (v_mm <= v_max)
+
+
 def beam_voxels(density: Any, density_grid: Grid, dose_grid: Grid, voxel_index: Any, beam: Beam,
                 model: BeamModel, *, sad_mm: float = 1000.0,
                 uv_window_mm: tuple[float, float, float, float] | None = None,
@@ -159,8 +165,7 @@ def beam_voxels(density: Any, density_grid: Grid, dose_grid: Grid, voxel_index: 
     u, v, t = project_to_beam(points, beam.rotation(), np.asarray(beam.isocenter_xyz_mm), sad_mm)
     keep = t > 0
     if uv_window_mm is not None:
-        u_min, u_max, v_min, v_max = uv_window_mm
-        keep &= (u >= u_min) & (u <= u_max) & (v >= v_min) & (v <= v_max)
+        keep &= in_window(u, v, uv_window_mm)
     index, u, v, t = voxel_index[keep], u[keep], v[keep], t[keep]
     if index.size == 0:
         empty = xp.zeros(0, dtype=xp.float32)

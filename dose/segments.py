@@ -17,7 +17,7 @@ from dose.beam_model import (INTERPOLATED_MAGNIFICATION_STEP, REACH_MM, BeamMode
 from dose.beams import Beam
 from dose.grid import Grid
 from dose.machine import Machine
-from dose.raytrace import BeamVoxels, beam_voxels, density_at, voxel_positions_xyz
+from dose.raytrace import BeamVoxels, beam_voxels, density_at, in_window, voxel_positions_xyz
 
 MIN_DOSE_DENSITY_G_CM3 = 0.05  # below this a voxel is air around the patient: no dose computed
 # Memory for the planes of the fluences convolved together (one beam's segments share the
@@ -163,18 +163,16 @@ def field_voxels(density: Any, density_grid: Grid, dose_grid: Grid, beams: Seque
     traced = dict(zip(directions, _per_beam(trace, array_module(density), list(directions),
                                             list(directions.values()))))
 
-    def in_window(beam: Beam, window: tuple[float, float, float, float] | None
-                  ) -> BeamVoxels | None:
+    def in_own_window(beam: Beam, window: tuple[float, float, float, float] | None
+                      ) -> BeamVoxels | None:
         if window is None:
             return None
         voxels = traced[beam]
         if window == directions[beam]:
             return voxels
-        u_min, u_max, v_min, v_max = window
-        return _subset(voxels, (voxels.u_mm >= u_min) & (voxels.u_mm <= u_max)
-                       & (voxels.v_mm >= v_min) & (voxels.v_mm <= v_max))
+        return _subset(voxels, in_window(voxels.u_mm, voxels.v_mm, window))
 
-    return [in_window(beam, window) for beam, window in zip(beams, windows)]
+    return [in_own_window(beam, window) for beam, window in zip(beams, windows)]
 
 
 def segment_dose(density: Any, density_grid: Grid, dose_grid: Grid, beams: Sequence[Beam],

@@ -12,6 +12,7 @@ from dose.grid import Grid
 from optim import dvh
 from planner.patient import Patient
 from planner.plan.delivery import DeliveredPlan, Delivery
+from planner.plan.goal_repair import hard_goals_lost
 from planner.plan.log import StepLog
 from planner.plan.sequencing import MIN_MU_PER_SEGMENT
 from planner.planning_structures import PlanningStructures
@@ -66,9 +67,9 @@ def keeps_hard_goals(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> boo
     """Whether goal table ``after`` keeps every hard goal met in ``before`` met, and takes none
     that ``before`` misses further from its limit (an organ over its limit is not scaled
     hotter)."""
-    hard = {r.goal.label: r for r in before if r.goal.hard}
-    return all(r.met if hard[r.goal.label].met else r.margin >= hard[r.goal.label].margin
-               for r in after if r.goal.label in hard)
+    missed = {r.goal.label: r.margin for r in before if r.goal.hard and not r.met}
+    return not hard_goals_lost(before, after) and all(
+        r.margin >= missed[r.goal.label] for r in after if r.goal.label in missed)
 
 
 def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,

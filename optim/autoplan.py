@@ -44,7 +44,7 @@ from optim import dvh
 from optim._xp import array_module
 from optim.fluence import Objective, Progress, optimise_fluence
 from optim.objectives import (
-    DoseFalloff, MaxDVH, MeanDose, MinDVH, SquaredOverdose, SquaredUnderdose,
+    DoseFalloff, DoseOffset, MaxDVH, MeanDose, MinDVH, SquaredOverdose, SquaredUnderdose,
 )
 
 Metric = Literal["dose_at_volume", "volume_at_dose", "mean_dose"]
@@ -176,6 +176,11 @@ class AutoPlanResult:
     iterations, evaluations : int
         Totals over all steps.
     elapsed_s : float
+    aims, goal_weights : tuple of float
+        Per goal (in the order given), the aim and weight of its objective in the final plan
+        (weight 0: not in it).
+    sparing_scale : float
+        Factor on the sparing objectives' weights in the final plan (0: not in it).
     regulariser_scale : float
         Factor on every regulariser's weight in the final plan: 1 as given, lower where hard goals
         needed it (halved per repeated goal round).
@@ -188,6 +193,9 @@ class AutoPlanResult:
     iterations: int
     evaluations: int
     elapsed_s: float
+    aims: tuple[float, ...]
+    goal_weights: tuple[float, ...]
+    sparing_scale: float
     regulariser_scale: float = 1.0
 
 
@@ -254,10 +262,11 @@ def _csr(like: Any, data: Any, indices: Any, indptr: Any) -> Any:
 
 
 def _with_more_rows(D: Any, Dr: Any, rows: Any, index_arrays: Sequence[Any]
-                    ) -> tuple[Any, Callable[[Any], Any]]:
+                    ) -> tuple[Any, Callable[[Any], Any], Any]:
     """``Dr`` (``D[rows]``) with the rows the index arrays use beyond ``rows`` appended below, so
-    that row numbers into ``Dr`` stay valid; and a map from ``D``'s row numbers to the new ones.
-    Rows that are empty in ``D`` are appended without copying ``Dr``."""
+    that row numbers into ``Dr`` stay valid; a map from ``D``'s row numbers to the new ones; and
+    the new matrix's row numbers in ``D``. Rows that are empty in ``D`` are appended without
+    copying ``Dr``."""
     xp = array_module(D)
     wanted = _rows_used(xp, index_arrays)
     extra = wanted[~xp.isin(wanted, rows)]
@@ -269,12 +278,13 @@ def _with_more_rows(D: Any, Dr: Any, rows: Any, index_arrays: Sequence[Any]
         return xp.where(inside, at, rows.size + xp.searchsorted(extra, indices))
 
     if extra.size == 0:
-        return Dr, remap
+        return Dr, remap, rows
+    all_rows = xp.concatenate([rows, extra])
     if getattr(D, "format", None) == "csr" and getattr(Dr, "format", None) == "csr" and not int(
             (D.indptr[extra + 1] - D.indptr[extra]).sum()):
         tail = xp.full(extra.size, Dr.indptr[-1], dtype=Dr.indptr.dtype)
-        return _csr(Dr, Dr.data, Dr.indices, xp.concatenate([Dr.indptr, tail])), remap
-    return D[xp.concatenate([rows, extra])], remap
+        return _csr(Dr, Dr.data, Dr.indices, xp.concatenate([Dr.indptr, tail])), remap, all_rows
+    return D[all_rows], remap, all_rows
 
 
 # Defaults of the scheme, the same for every case (no per-case tuning): see the module docstring.
@@ -320,6 +330,109 @@ def bounded_aim(goal: PlanGoal, aim: float) -> float:
     if goal.bound == "max":
         return max(aim, goal.limit - reach, 0.0)
     return min(aim, goal.limit + reach)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The automatic plan's objectives on the rows of ``D`` that they use (:func:`_problem`).
+
+    ``matrix`` holds the rows of the targets, goals and ring (whose index arrays are remapped to
+    it); ``sparing_matrix`` the same with the rows only the sparing objectives use below;
+    ``offset`` and ``sparing_offset`` a dose added to each matrix's products, or None."""
+
+    matrix: Any
+    targets: list[TargetDose]
+    goals: list[PlanGoal]
+    base: list[Objective]
+    sparing_matrix: Any
+    sparing: list[Objective]
+    offset: Any
+    sparing_offset: Any
+
+
+def _problem(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal],
+             normal_tissue: NormalTissue | None, sparing_objectives: Sequence[Objective],
+             dose_offset: Any = None) -> _Problem:
+    """The prescriptions and the fall-off ring (``base``), the goals and the sparing objectives
+    on the rows of ``D`` they use (restricted once; see the module docstring)."""
+    xp = array_module(D)
+    used = ([t.indices for t in targets] + [g.indices for g in goals]
+            + [g.objective_indices for g in goals if g.objective_indices is not None]
+            + ([normal_tissue.indices] if normal_tissue is not None else []))
+    Dr, rows = _restrict(D, used)
+
+    def remap(indices: Any) -> Any:
+        return xp.searchsorted(rows, xp.asarray(indices))
+
+    targets = [replace(t, indices=remap(t.indices)) for t in targets]
+    goals = [replace(g, indices=remap(g.indices),
+                     objective_indices=None if g.objective_indices is None
+                     else remap(g.objective_indices)) for g in goals]
+    # Rows only the sparing objectives use are appended for step 3: the steps before it do not
+    # carry them (the same products as without them).
+    D_sparing, sparing, sparing_rows = Dr, list(sparing_objectives), rows
+    sparing_idx = [o.indices for o in sparing_objectives if hasattr(o, "indices")]
+    if sparing_idx:
+        D_sparing, remap_sparing, sparing_rows = _with_more_rows(D, Dr, rows, sparing_idx)
+        sparing = [replace(o, indices=remap_sparing(o.indices))  # type: ignore
+                   if hasattr(o, "indices") else o for o in sparing_objectives]
+
+    rx_max = max(t.dose_gy for t in targets)
+    base: list[Objective] = []
+    for t in targets:
+        base += [SquaredUnderdose(t.indices, t.dose_gy, TARGET_WEIGHT),
+                 SquaredOverdose(t.indices, t.dose_gy * HOT_FACTOR, TARGET_WEIGHT)]
+    if normal_tissue is not None:
+        base.append(DoseFalloff(remap(normal_tissue.indices), xp.asarray(normal_tissue.distance_mm),
+                                rx_max, FALLOFF_LOW * rx_max, FALLOFF_MM, FALLOFF_WEIGHT))
+    offset = sparing_offset = None
+    if dose_offset is not None:
+        dose_offset = xp.asarray(dose_offset, dtype=Dr.dtype)
+        offset, sparing_offset = dose_offset[rows], dose_offset[sparing_rows]
+    return _Problem(Dr, targets, goals, base, D_sparing, sparing, offset, sparing_offset)
+
+
+def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x: np.ndarray, *,
+                   sparing: bool, regularisers: Sequence[Objective], reg_scale: float,
+                   iterations: int, rel_tol: float, time_limit_s: float | None,
+                   progress: Callable[[str, Progress], None] | None, steps: list[StepReport],
+                   totals: dict[str, int]) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
+    """One optimisation of the automatic plan from ``x``, on ``problem``'s matrix (with the
+    sparing objectives' rows where ``sparing``) and its offset; the goals evaluated after it.
+    Appends its :class:`StepReport` to ``steps`` and adds its counts to ``totals``."""
+    matrix, offset = ((problem.sparing_matrix, problem.sparing_offset) if sparing
+                      else (problem.matrix, problem.offset))
+    if offset is not None:
+        objectives = [DoseOffset(o, offset) for o in objectives]
+    hook = None if progress is None else (lambda p: progress(step, p))
+    regs = [r if reg_scale == 1.0 else replace(r, weight=r.weight * reg_scale)  # type: ignore
+            for r in regularisers]
+    result = optimise_fluence(matrix, objectives, x, regularisers=regs, max_iter=iterations,
+                              rel_tol=rel_tol, time_limit_s=time_limit_s, progress=hook)
+    totals["iterations"] += result.iterations
+    totals["evaluations"] += result.evaluations
+    xp = array_module(matrix)
+    dose = matrix @ xp.asarray(result.x, dtype=matrix.dtype)
+    if offset is not None:
+        dose = dose + offset
+    achieved = evaluate_goals(dose, problem.goals)  # goal rows are the first rows of matrix
+    steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
+                            sum(r.met for r in achieved), all(r.met for r in achieved if r.hard),
+                            result.stop_reason, reg_scale))
+    return result.x, achieved
+
+
+def _goal_objectives(goals: Sequence[PlanGoal], aims: Sequence[float],
+                     weights: Sequence[float]) -> list[Objective]:
+    """The objective of each goal with a weight, at its aim."""
+    return [goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
+
+
+def _insist(goals: Sequence[PlanGoal], i: int, r: GoalResult, aims: list[float],
+            weights: list[float]) -> None:
+    """More weight on unmet goal ``i``, and its aim moved by the shortfall."""
+    weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
+    aims[i] = bounded_aim(goals[i], insisted_aim(goals[i], aims[i], r))
 
 
 def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal], *,
@@ -380,38 +493,13 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     if not targets:
         raise ValueError("automatic planning needs at least one target prescription")
     start = time.perf_counter()
-    xp = array_module(D)
-    used = ([t.indices for t in targets] + [g.indices for g in goals]
-            + [g.objective_indices for g in goals if g.objective_indices is not None]
-            + ([normal_tissue.indices] if normal_tissue is not None else []))
-    Dr, rows = _restrict(D, used)
-
-    def remap(indices: Any) -> Any:
-        return xp.searchsorted(rows, xp.asarray(indices))
-
-    targets = [replace(t, indices=remap(t.indices)) for t in targets]
-    goals = [replace(g, indices=remap(g.indices),
-                     objective_indices=None if g.objective_indices is None
-                     else remap(g.objective_indices)) for g in goals]
-    # Rows only the sparing objectives use are appended for step 3: the steps before it do not
-    # carry them (the same products as without them).
-    D_sparing, sparing_extras = Dr, []
-    sparing_idx = [o.indices for o in sparing_objectives if hasattr(o, "indices")]
-    if sparing_idx:
-        D_sparing, remap_sparing = _with_more_rows(D, Dr, rows, sparing_idx)
-        sparing_extras = [replace(o, indices=remap_sparing(o.indices))  # type: ignore
-                          if hasattr(o, "indices") else o for o in sparing_objectives]
-
+    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives)
+    targets, goals, base, Dr = problem.targets, problem.goals, problem.base, problem.matrix
+    sparing_extras = problem.sparing
     rx_max = max(t.dose_gy for t in targets)
-    base: list[Objective] = []
-    for t in targets:
-        base += [SquaredUnderdose(t.indices, t.dose_gy, TARGET_WEIGHT),
-                 SquaredOverdose(t.indices, t.dose_gy * HOT_FACTOR, TARGET_WEIGHT)]
-    if normal_tissue is not None:
-        base.append(DoseFalloff(remap(normal_tissue.indices), xp.asarray(normal_tissue.distance_mm),
-                                rx_max, FALLOFF_LOW * rx_max, FALLOFF_MM, FALLOFF_WEIGHT))
 
     if x0 is None:
+        xp = array_module(D)
         ones = xp.ones(Dr.shape[1], dtype=Dr.dtype)
         dose1 = Dr @ ones
         mean_t = float(xp.concatenate([dose1[t.indices] for t in targets]).mean())
@@ -431,35 +519,23 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     reg_scale = 1.0  # factor on the regularisers' weights, lowered in step 2 if need be
 
-    def run(step: str, objectives: list[Objective], x_start: np.ndarray, matrix: Any
+    def run(step: str, objectives: list[Objective], x_start: np.ndarray, sparing: bool = False
             ) -> tuple[np.ndarray, tuple[GoalResult, ...]]:
-        hook = None if progress is None else (lambda p: progress(step, p))
-        regs = [r if reg_scale == 1.0 else replace(r, weight=r.weight * reg_scale)  # type: ignore
-                for r in regularisers]
-        result = optimise_fluence(matrix, objectives, x_start, regularisers=regs,
-                                  max_iter=iterations_per_step, rel_tol=rel_tol,
-                                  time_limit_s=remaining(), progress=hook)
-        totals["iterations"] += result.iterations
-        totals["evaluations"] += result.evaluations
-        dose = matrix @ xp.asarray(result.x, dtype=matrix.dtype)
-        achieved = evaluate_goals(dose, goals)  # goal rows are Dr's, the first rows of matrix
-        steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
-                                sum(r.met for r in achieved),
-                                all(r.met for r in achieved if r.hard), result.stop_reason,
-                                reg_scale))
-        return result.x, achieved
+        x_new, achieved = _optimise_step(
+            step, problem, objectives, x_start, sparing=sparing, regularisers=regularisers,
+            reg_scale=reg_scale, iterations=iterations_per_step, rel_tol=rel_tol,
+            time_limit_s=remaining(), progress=progress, steps=steps, totals=totals)
+        return x_new, achieved
 
     # 1. coverage
-    x, achieved = run("coverage", list(base), x, Dr)
+    x, achieved = run("coverage", list(base), x)
 
     # 2. hard goals, with weights that grow while a hard goal is unmet
     def goal_objectives(aims: list[float], weights: list[float]) -> list[Objective]:
-        return [goal_objective(g, a, w) for g, a, w in zip(goals, aims, weights) if w > 0.0]
+        return _goal_objectives(goals, aims, weights)
 
     def insist(i: int, r: GoalResult, aims: list[float], weights: list[float]) -> None:
-        """More weight on unmet goal ``i``, and its aim moved by the shortfall."""
-        weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
-        aims[i] = bounded_aim(goals[i], insisted_aim(goals[i], aims[i], r))
+        _insist(goals, i, r, aims, weights)
 
     notes: list[str] = []
     rounds_done = 0
@@ -479,8 +555,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             if relax:
                 reg_scale /= 2.0
             rounds_done += 1
-            x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x,
-                                Dr)
+            x, achieved = run(f"goals {rounds_done}", base + goal_objectives(aims, weights), x)
             if all(r.met for r in achieved if r.hard):
                 break
             for i, r in enumerate(achieved):
@@ -524,6 +599,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     # where one costs a goal.
     extras_scale = SPARING_OBJECTIVE_START
     kept = False  # a sparing step kept yet
+    kept_scale = 0.0  # the sparing objectives' factor in the step last kept
     while round_ < sparing_rounds and (spare or not all(r.met for r in achieved)):
         if out_of_time():
             notes.append("time limit in sparing")
@@ -549,13 +625,13 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             return [i for i, (n, o) in enumerate(zip(new, achieved)) if o.met and not n.met
                     and not (with_extras and goals[i].is_target and not goals[i].hard)]
 
-        extras, matrix, tag = (([replace(o, weight=o.weight * extras_scale)  # type: ignore
-                                 for o in sparing_extras], D_sparing,
-                                f" with sparing objectives x{extras_scale:g}")
-                               if with_extras else ([], Dr, ""))
+        extras, tag = (([replace(o, weight=o.weight * extras_scale)  # type: ignore
+                         for o in sparing_extras], f" with sparing objectives x{extras_scale:g}")
+                       if with_extras else ([], ""))
         round_ += 1
         x_new, new = run(f"sparing {round_}{tag}",
-                         base + extras + goal_objectives(trial_aims, trial_weights), x, matrix)
+                         base + extras + goal_objectives(trial_aims, trial_weights), x,
+                         sparing=with_extras)
         lost = lost_goals(new)
         if lost and round_ < sparing_rounds and not out_of_time():
             for i in lost:
@@ -563,7 +639,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             round_ += 1
             x_new, new = run(f"sparing {round_} (repair){tag}",
                              base + extras + goal_objectives(trial_aims, trial_weights),
-                             x_new, matrix)
+                             x_new, sparing=with_extras)
             lost = lost_goals(new)
         if lost and with_extras:
             # The failed step may be the organs' push as much as the sparing objectives: they
@@ -587,6 +663,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                     for i in spare] + [0.0])
         x, achieved, aims, weights = x_new, new, trial_aims, trial_weights
         kept = True
+        kept_scale = extras_scale if with_extras else 0.0
         if with_extras:
             extras_scale = min(extras_scale * SPARING_OBJECTIVE_GROWTH, SPARING_OBJECTIVE_MOST)
         # (a step the floors held back does not end the sparing: a pessimistic estimate of
@@ -602,5 +679,77 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     return AutoPlanResult(x=x, goals=achieved, steps=tuple(steps), stopped_by=stopped_by,
                           iterations=totals["iterations"], evaluations=totals["evaluations"],
-                          elapsed_s=time.perf_counter() - start,
+                          elapsed_s=time.perf_counter() - start, aims=tuple(aims),
+                          goal_weights=tuple(weights), sparing_scale=kept_scale,
                           regulariser_scale=reg_scale)
+
+
+def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal],
+                         plan: AutoPlanResult, dose_offset: Any, *,
+                         normal_tissue: NormalTissue | None = None,
+                         sparing_objectives: Sequence[Objective] = (),
+                         regularisers: Sequence[Objective] = (), goal_rounds: int = 3,
+                         iterations_per_step: int = 40, rel_tol: float = 1e-4,
+                         progress: Callable[[str, Progress], None] | None = None
+                         ) -> AutoPlanResult:
+    """``plan`` optimised on from its fluence with every objective and goal on
+    ``D x + dose_offset``.
+
+    ``dose_offset`` is what delivering ``plan`` adds to its dose: a deliverable plan's dose less
+    ``D @ plan.x`` (the sequencer's intensity levels, the apertures' penumbra and leaf
+    transmission, which the beamlets do not model). With it the optimiser sees the dose as it
+    will be delivered, and moves the fluence so that the delivered dose meets the goals (the
+    "intermediate dose" correction of commercial planning systems). The objectives are those
+    ``plan`` ended with (its goals' weights and aims, its sparing objectives' and regularisers'
+    factors, the same arguments as :func:`plan_automatically` was given), except that an organ
+    goal is aimed no lower than its value on the delivered dose (within its limit): held there,
+    not pushed further. A hard goal unmet on the corrected dose is insisted on, as in step 2, for
+    up to ``goal_rounds`` optimisations in all.
+
+    Returns
+    -------
+    AutoPlanResult
+        The corrected fluence and its goals on ``D x + dose_offset`` (the dose expected once
+        delivered); steps, counts and time are ``plan``'s and the correction's together.
+    """
+    start = time.perf_counter()
+    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives, dose_offset)
+    xp = array_module(D)
+    delivered = evaluate_goals(problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype)
+                               + problem.offset, problem.goals)
+    # An organ's sparing aim was set below what the plan reached without the offset: it is
+    # held where the delivered dose has it instead (never past the aim inside its limit), so
+    # that the correction restores what delivery lost rather than pushing the organs further.
+    aims = [max(a, min(r.value, aim_inside(g, g.limit)))
+            if not g.is_target and g.bound == "max" else a
+            for g, a, r in zip(problem.goals, plan.aims, delivered)]
+    weights = list(plan.goal_weights)
+    sparing = plan.sparing_scale > 0.0 and bool(problem.sparing)
+    extras = ([replace(o, weight=o.weight * plan.sparing_scale)  # type: ignore
+               for o in problem.sparing] if sparing else [])
+    steps: list[StepReport] = []
+    totals = {"iterations": 0, "evaluations": 0}
+    x, achieved = plan.x, plan.goals
+    for round_ in range(1, goal_rounds + 1):
+        x, achieved = _optimise_step(
+            f"delivery correction {round_}", problem,
+            problem.base + extras + _goal_objectives(problem.goals, aims, weights), x,
+            sparing=sparing, regularisers=regularisers, reg_scale=plan.regulariser_scale,
+            iterations=iterations_per_step, rel_tol=rel_tol, time_limit_s=None,
+            progress=progress, steps=steps, totals=totals)
+        unmet = [i for i, r in enumerate(achieved) if r.hard and not r.met]
+        if not unmet:
+            break
+        for i in unmet:
+            _insist(problem.goals, i, achieved[i], aims, weights)
+    unmet = [r.label for r in achieved if r.hard and not r.met]
+    return AutoPlanResult(
+        x=x, goals=achieved, steps=plan.steps + tuple(steps),
+        stopped_by=f"{plan.stopped_by}; delivery correction: " + (
+            f"hard goals unmet on the corrected dose: {', '.join(unmet)}" if unmet
+            else "every hard goal met on the corrected dose"),
+        iterations=plan.iterations + totals["iterations"],
+        evaluations=plan.evaluations + totals["evaluations"],
+        elapsed_s=plan.elapsed_s + time.perf_counter() - start, aims=tuple(aims),
+        goal_weights=tuple(weights), sparing_scale=plan.sparing_scale if sparing else 0.0,
+        regulariser_scale=plan.regulariser_scale)

@@ -434,6 +434,29 @@ class FluenceVariation:
 
 
 @dataclass(frozen=True)
+class DoseOffset:
+    """``objective`` of ``dose + offset``: a dose the weights do not change, added to theirs
+    (e.g. the dose of segments' fixed minimum MU, or what a delivered plan adds to the fluence
+    plan's dose).
+
+    Parameters
+    ----------
+    objective : dose objective
+    offset : (n_voxels,) float array, Gy
+        Over the same rows as the dose.
+    """
+
+    objective: Any
+    offset: Any = field(repr=False)
+
+    def value(self, dose: Any) -> float:
+        return self.objective.value(dose + self.offset)
+
+    def gradient(self, dose: Any) -> Any:
+        return self.objective.gradient(dose + self.offset)
+
+
+@dataclass(frozen=True)
 class LinearCost:
     """``weight * sum(costs * x)``: a price per unit of each weight (e.g. per monitor unit).
 

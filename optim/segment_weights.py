@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,21 +21,7 @@ from optim._xp import array_module
 from optim.autoplan import (GOAL_WEIGHT, HARD_GROWTH, GoalResult, PlanGoal, aim_inside,
                             evaluate_goals, goal_objective, insisted_aim)
 from optim.fluence import FluenceResult, Objective, optimise_fluence
-from optim.objectives import LinearCost
-
-
-@dataclass(frozen=True)
-class _Offset:
-    """An objective of ``dose + offset``: the optimiser sees only the weights above the minimum."""
-
-    objective: Objective
-    offset: Any = field(repr=False)
-
-    def value(self, dose: Any) -> float:
-        return self.objective.value(dose + self.offset)
-
-    def gradient(self, dose: Any) -> Any:
-        return self.objective.gradient(dose + self.offset)
+from optim.objectives import DoseOffset, LinearCost
 
 
 def _scaled_columns(S: Any) -> tuple[Any, np.ndarray]:
@@ -126,7 +112,7 @@ def optimise_segment_weights(S: Any, objectives: Sequence[Objective], w0: np.nda
     kept = np.flatnonzero(keep)
     S_kept = S[:, xp.asarray(kept)]
     offset = S_kept @ xp.full(kept.size, min_weight, dtype=S.dtype)
-    second = _solve(S_kept, [_Offset(o, offset) for o in objectives],
+    second = _solve(S_kept, [DoseOffset(o, offset) for o in objectives],
                     np.clip(first.x[kept] - min_weight, 0.0, None), max_iter, rel_tol, mu_weight)
     weights = np.zeros_like(first.x)
     weights[kept] = second.x + min_weight

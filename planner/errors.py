@@ -15,3 +15,7 @@ class InputError(PlannerError):
     The message names the file (or option) and the problem, e.g.
     ``"ct/CT.12.dcm: slice spacing 3.0 mm differs from 2.5 mm"``.
     """
+
+
+class SequencingError(PlannerError):
+    """A field's fluence cannot be sequenced within the segments allowed per field."""

@@ -12,13 +12,15 @@ Each stage is a function over plain data that the CLI, the benchmarks and a note
     delivery = trace_fields(case, grids, beams, fields, device=...)    # delivery: final dose
     planned = delivery.plan(weights.result.x)
     result, planned, repair = repair_goals(delivery, weights, fluence, planned, log=...)
+    # where repair.still_lost: the fluence corrected for what delivery added, delivered again
+    fluence = correct_fluence(case, grids, fluence, planned.dose_gy, log=...)
     planned, note = normalise(delivery, result.x, planned, log=...)
     summary = plan_summary(...); write_plan_folder(...)                # summary and output
 """
 
 from planner.plan.beams import PlanBeams, place_beams, smoothness_regulariser, target_centre_xyz_mm
 from planner.plan.delivery import DeliveredPlan, Delivery, trace_fields
-from planner.plan.fluence import FluencePlan, beamlet_dose, optimise_fluence
+from planner.plan.fluence import FluencePlan, beamlet_dose, correct_fluence, optimise_fluence
 from planner.plan.goal_repair import GoalRepairReport, repair_goals
 from planner.plan.grid import PlanGrids, dose_grid_for, prepare_grids, resample_patient
 from planner.plan.log import StepLog
@@ -49,6 +51,7 @@ __all__ = [
     "SequencedFields",
     "StepLog",
     "beamlet_dose",
+    "correct_fluence",
     "default_protocol",
     "dose_grid_for",
     "normalise",

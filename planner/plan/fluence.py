@@ -3,6 +3,8 @@ computed) and the fluence optimisation to the protocol's goals."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +14,7 @@ import scipy.ndimage
 
 from dose import DoseInfluence, compute_dij
 from dose._xp import array_module, to_device
-from optim.autoplan import AutoPlanResult
+from optim.autoplan import AutoPlanResult, StepReport, correct_for_delivery
 from optim.fluence import Progress
 from planner.optimize import FluenceProblem, fluence_problem, optimise_patient
 from planner.patient import Patient
@@ -23,6 +25,17 @@ from planner.plan.setup import PlanCase
 from planner.protocol import Protocol
 from planner.review.dvh import resample_dose
 from planner.review.goals import GoalRow, evaluate_protocol
+
+
+@dataclass(frozen=True)
+class FluenceInputs:
+    """What the fluence optimisation ran on besides its problem, kept for the delivery
+    correction (:func:`correct_fluence`): the Dij, the sparing objectives (the seed's) and the
+    regularisers."""
+
+    D: Any = field(repr=False)
+    sparing_objectives: tuple[Any, ...] = field(repr=False)
+    regularisers: tuple[Any, ...] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,9 @@ class FluencePlan:
     seed_note : str
     predicted_gy : (nz, ny, nx) float32 array, Gy, or None
         The dose prediction on the dose grid; None when unseeded.
+    inputs : FluenceInputs or None
+        Kept until the deliverable plan is settled, then dropped (:meth:`without_inputs`): the
+        Dij is 1-2 GB.
     """
 
     problem: FluenceProblem = field(repr=False)
@@ -53,6 +69,11 @@ class FluencePlan:
     dij_nonzeros: int
     seed_note: str
     predicted_gy: np.ndarray | None = field(repr=False)
+    inputs: FluenceInputs | None = field(repr=False)
+
+    def without_inputs(self) -> FluencePlan:
+        """This plan without its inputs (the Dij freed once nothing else holds it)."""
+        return dataclasses.replace(self, inputs=None)
 
 
 def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, device: str,
@@ -63,7 +84,7 @@ def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, devi
     needed_voxels`) while, with ``seed``, the network predicts the dose on a second thread (it
     needs no Dij); the prediction's arguments (:func:`planner.predict.seed.seed_arguments`) and
     the fluence smoothness join the optimisation (:func:`planner.optimize.optimise_patient`).
-    The Dij is released at the end (a head-and-neck Dij is 1-2 GB; later steps use the segments).
+    The Dij stays in the result's ``inputs`` for the delivery correction.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         predicting = (pool.submit(_predict_seed, grids.dose_patient, case.protocol, device)
@@ -73,27 +94,73 @@ def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, devi
         seeding, predicted_gy, seed_note = _seed_inputs(predicting, grids.dose_patient, D)
     log.step("seed", seed_note)
 
+    problem = fluence_problem(grids.dose_patient, case.protocol, xp=array_module(D),
+                              structures=grids.dose_structures)
+    inputs = FluenceInputs(D, tuple(seeding.get("sparing_objectives", ())),
+                           (smoothness_regulariser(beams.beamset),))
+    fluence = optimise_patient(grids.dose_patient, D, case.protocol,
+                               regularisers=inputs.regularisers, time_limit_s=time_limit_s,
+                               progress=_iteration_lines(log), problem=problem, **seeding)
+    result = fluence.result
+    _say_steps(result.steps, log)
+    dose = fill_uncomputed(fluence.dose_gy, grids.needed)
+    log.step("optimisation", f"{result.iterations} iterations in {len(result.steps)} steps; "
+                             f"stopped: {result.stopped_by}")
+    return FluencePlan(problem, result, dose, _goals(case, grids, dose), int(D.nnz), seed_note,
+                       predicted_gy, inputs)
+
+
+def correct_fluence(case: PlanCase, grids: PlanGrids, fluence: FluencePlan,
+                    delivered_gy: np.ndarray, *, log: StepLog) -> FluencePlan:
+    """The step "delivery correction": ``fluence`` optimised on with the dose that delivering it
+    added (``delivered_gy``, a deliverable plan's dose on the dose grid, less the fluence's
+    ``D x``) as a fixed part of every objective and goal
+    (:func:`optim.autoplan.correct_for_delivery`). The result's dose is ``D x`` plus that
+    difference: the dose expected once the corrected fluence is delivered."""
+    inputs, problem = fluence.inputs, fluence.problem
+    if inputs is None:
+        raise ValueError("the fluence plan's inputs were dropped; no correction possible")
+    D = inputs.D
+    xp = array_module(D)
+    beamlet_gy = D @ xp.asarray(fluence.result.x, dtype=D.dtype)
+    offset = xp.asarray(np.asarray(delivered_gy, dtype=np.float32).ravel()) - beamlet_gy
+    result = correct_for_delivery(D, problem.targets, problem.goals, fluence.result, offset,
+                                  normal_tissue=problem.normal_tissue,
+                                  sparing_objectives=inputs.sparing_objectives,
+                                  regularisers=inputs.regularisers,
+                                  progress=_iteration_lines(log))
+    _say_steps(result.steps[len(fluence.result.steps):], log)
+    dose = D @ xp.asarray(result.x, dtype=D.dtype) + offset
+    dose = np.asarray(to_device(dose, "cpu"), dtype=np.float32).reshape(grids.dose_grid.shape)
+    dose = fill_uncomputed(dose, grids.needed)
+    unmet = [r.label for r in result.goals if r.hard and not r.met]
+    log.step("delivery correction",
+             f"{len(result.steps) - len(fluence.result.steps)} optimisations; "
+             + (f"hard goals unmet on the expected dose: {', '.join(unmet)}" if unmet
+                else "every hard goal met on the expected dose"))
+    return dataclasses.replace(fluence, result=result, dose_gy=dose,
+                               goals=_goals(case, grids, dose))
+
+
+def _iteration_lines(log: StepLog) -> Callable[[str, Progress], None]:
+    """The optimiser's progress as transient log lines."""
     def on_iteration(name: str, p: Progress) -> None:
         log.transient(f"  optimisation {name}: iteration {p.iteration}, objective "
                       f"{p.value:.4g}, {p.elapsed_s:.1f} s")
+    return on_iteration
 
-    problem = fluence_problem(grids.dose_patient, case.protocol, xp=array_module(D),
-                              structures=grids.dose_structures)
-    fluence = optimise_patient(grids.dose_patient, D, case.protocol,
-                               regularisers=[smoothness_regulariser(beams.beamset)],
-                               time_limit_s=time_limit_s, progress=on_iteration,
-                               problem=problem, **seeding)
-    result = fluence.result
-    for s in result.steps:
+
+def _say_steps(steps: Sequence[StepReport], log: StepLog) -> None:
+    for s in steps:
         log.say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} "
                 f"goals met ({s.note})")
-    dose = fill_uncomputed(fluence.dose_gy, grids.needed)
-    goals = evaluate_protocol(case.patient, resample_dose(dose, grids.dose_grid,
-                                                          case.patient.grid),
-                              case.protocol, structures=grids.ct_structures)
-    log.step("optimisation", f"{result.iterations} iterations in {len(result.steps)} steps; "
-                             f"stopped: {result.stopped_by}")
-    return FluencePlan(problem, result, dose, goals, int(D.nnz), seed_note, predicted_gy)
+
+
+def _goals(case: PlanCase, grids: PlanGrids, dose_gy: np.ndarray) -> tuple[GoalRow, ...]:
+    """The protocol's goals on a dose of the dose grid (CT grid, as the report reads them)."""
+    return evaluate_protocol(case.patient, resample_dose(dose_gy, grids.dose_grid,
+                                                         case.patient.grid),
+                             case.protocol, structures=grids.ct_structures)
 
 
 def beamlet_dose(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, device: str,

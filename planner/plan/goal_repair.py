@@ -31,6 +31,11 @@ class GoalRepairReport:
     rounds: int
     restored: tuple[str, ...]
 
+    @property
+    def still_lost(self) -> tuple[str, ...]:
+        """The lost hard goals the repair did not restore."""
+        return tuple(label for label in self.lost if label not in self.restored)
+
 
 def repair_goals(delivery: Delivery, weights: SegmentWeights, fluence: FluencePlan,
                  planned: DeliveredPlan, *, log: StepLog

@@ -21,7 +21,7 @@ class StepLog:
         Every line said, for ``plan.log``.
     times_s : dict
         Seconds per step, in step order: each step's time runs from the end of the previous
-        step (or the log's creation) to the step's end.
+        step (or the log's creation) to the step's end; a step run again adds its time.
     """
 
     def __init__(self, progress: Callable[[str, bool], None] | None = None) -> None:
@@ -44,9 +44,9 @@ class StepLog:
     def step(self, name: str, detail: str) -> None:
         """End step ``name``: record its time and say it with ``detail``."""
         now = time.perf_counter()
-        self.times_s[name] = now - self._last
-        self._last = now
-        self.say(f"{name:<16} {self.times_s[name]:7.1f} s  {detail}")
+        elapsed, self._last = now - self._last, now
+        self.times_s[name] = self.times_s.get(name, 0.0) + elapsed
+        self.say(f"{name:<16} {elapsed:7.1f} s  {detail}")
 
     def elapsed_s(self) -> float:
         """Seconds since the log was created."""

@@ -10,7 +10,7 @@ and the output (:mod:`planner.plan.summary`, :mod:`planner.plan.output`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,22 @@ import numpy as np
 
 from dose._xp import resolve_device
 from dose.grid import Grid
-from planner.errors import InputError
+from planner.errors import InputError, SequencingError
 from planner.io import load_patient
 from planner.io._atomic import check_writable
 from planner.io.plan_dicom import PlanFiles
 from planner.io.rtplan import PlanBeam
 from planner.patient import Patient
-from planner.plan.beams import place_beams
-from planner.plan.delivery import trace_fields
-from planner.plan.fluence import optimise_fluence
-from planner.plan.goal_repair import repair_goals
-from planner.plan.grid import prepare_grids
+from planner.plan.beams import PlanBeams, place_beams
+from planner.plan.delivery import DeliveredPlan, Delivery, trace_fields
+from planner.plan.fluence import FluencePlan, correct_fluence, optimise_fluence
+from planner.plan.goal_repair import GoalRepairReport, repair_goals
+from planner.plan.grid import PlanGrids, prepare_grids
 from planner.plan.log import StepLog
 from planner.plan.normalisation import normalise
 from planner.plan.output import write_plan_folder
-from planner.plan.segment_weights import weight_segments
-from planner.plan.sequencing import MAX_SEGMENTS_PER_BEAM, sequence_fields
+from planner.plan.segment_weights import SegmentWeights, weight_segments
+from planner.plan.sequencing import MAX_SEGMENTS_PER_BEAM, SequencedFields, sequence_fields
 from planner.plan.setup import PlanCase, ProtocolConflictError, prepare_case
 from planner.plan.summary import plan_summary
 from planner.protocol import Protocol
@@ -175,6 +175,44 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
 
     fluence = optimise_fluence(case, grids, beams, device=device, seed=seed,
                                time_limit_s=time_limit_s, log=log)
+    delivered = _deliver(case, grids, beams, fluence, max_segments_per_beam, device, log)
+    correction = None
+    if delivered.repair.still_lost:
+        fluence, delivered, correction = _correct_delivery(
+            case, grids, beams, fluence, delivered, max_segments_per_beam, device, log)
+    fluence = fluence.without_inputs()  # the Dij (1-2 GB) is no longer needed
+    fields, weights, repair = delivered.fields, delivered.weights, delivered.repair
+    planned, normalisation = normalise(delivered.delivery, delivered.mu, delivered.planned,
+                                       log=log)
+
+    summary = plan_summary(case, grids, beams, fluence, fields, planned,
+                           mu_price=weights.mu_price, repair=repair, correction=correction,
+                           normalisation=normalisation, device=device,
+                           max_segments_per_beam=max_segments_per_beam)
+    files = write_plan_folder(out_dir, case, grids, beams, fluence, planned, summary,
+                              normalisation=normalisation, overwrite=overwrite, log=log)
+    return PlanResult(out_dir, patient, case.protocol, planned.beams, planned.dose_gy,
+                      grids.dose_grid, fluence.goals, planned.goals, case.conflicts,
+                      fluence.seed_note, dict(log.times_s), summary, files)
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """A fluence plan made deliverable: its fields, segment weights (``mu`` after the goal
+    repair) and plan."""
+
+    fields: SequencedFields
+    delivery: Delivery
+    weights: SegmentWeights
+    mu: np.ndarray
+    planned: DeliveredPlan
+    repair: GoalRepairReport
+
+
+def _deliver(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: FluencePlan,
+             max_segments_per_beam: int, device: str, log: StepLog) -> _Delivered:
+    """The steps "sequencing", "segment doses", "segment weights", "final dose" and "goal
+    repair"."""
     fields = sequence_fields(case, beams, fluence.result.x,
                              max_segments_per_beam=max_segments_per_beam)
     log.step("sequencing", "segments per field: " + ", ".join(
@@ -186,16 +224,37 @@ def plan_patient(patient: Patient | str | Path, protocol: Protocol | str | Path 
     planned = delivery.plan(weights.result.x)
     log.step("final dose", f"max {float(planned.dose_gy.max()):.2f} Gy; {planned.goals_met}")
     result, planned, repair = repair_goals(delivery, weights, fluence, planned, log=log)
-    planned, normalisation = normalise(delivery, result.x, planned, log=log)
+    return _Delivered(fields, delivery, weights, result.x, planned, repair)
 
-    summary = plan_summary(case, grids, beams, fluence, fields, planned,
-                           mu_price=weights.mu_price, repair=repair, normalisation=normalisation,
-                           device=device, max_segments_per_beam=max_segments_per_beam)
-    files = write_plan_folder(out_dir, case, grids, beams, fluence, planned, summary,
-                              normalisation=normalisation, overwrite=overwrite, log=log)
-    return PlanResult(out_dir, patient, case.protocol, planned.beams, planned.dose_gy,
-                      grids.dose_grid, fluence.goals, planned.goals, case.conflicts,
-                      fluence.seed_note, dict(log.times_s), summary, files)
+
+def _correct_delivery(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: FluencePlan,
+                      delivered: _Delivered, max_segments_per_beam: int, device: str,
+                      log: StepLog) -> tuple[FluencePlan, _Delivered, dict[str, Any]]:
+    """Where delivery lost a hard goal that the goal repair could not restore: the fluence
+    optimised again on the dose that delivering it added (:func:`planner.plan.fluence.
+    correct_fluence`) and delivered again. The corrected plan is kept where it stands better on
+    the hard goals (:func:`hard_goal_standing`); either way the correction is said and returned
+    for the summary."""
+    corrected = correct_fluence(case, grids, fluence, delivered.planned.dose_gy, log=log)
+    try:
+        again = _deliver(case, grids, beams, corrected, max_segments_per_beam, device, log)
+    except SequencingError as error:  # the corrected fluence is more modulated
+        log.say(f"delivery correction: not delivered ({error}); the first plan is kept")
+        return fluence, delivered, {"hard_goals_met": None, "kept": False}
+    first, second = (hard_goal_standing(d.planned.goals) for d in (delivered, again))
+    kept = second > first
+    log.say(f"delivery correction: {second[0]} hard goals met against {first[0]} before; the "
+            + ("corrected plan is kept" if kept else "first plan is kept"))
+    record = {"hard_goals_met": {"first": first[0], "corrected": second[0]}, "kept": kept}
+    return (corrected, again, record) if kept else (fluence, delivered, record)
+
+
+def hard_goal_standing(goals: Sequence[GoalRow]) -> tuple[int, float]:
+    """How a plan stands on its hard goals, larger is better: the number met, then the sum of
+    the unmet ones' shortfalls as fractions of their limits (negated)."""
+    hard = [r for r in goals if r.goal.hard]
+    return (sum(r.met for r in hard),
+            -sum(-r.margin / max(abs(r.limit), 1e-9) for r in hard if not r.met))
 
 
 def _report_case(case: PlanCase, device: str, allow_conflicts: bool, log: StepLog) -> None:

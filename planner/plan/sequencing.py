@@ -10,7 +10,7 @@ from dose import Beam, Segment
 from dose.beams import BeamSet
 from dose.machine import Machine
 from optim import sequence_leaves
-from planner.errors import PlannerError
+from planner.errors import SequencingError
 from planner.plan.beams import PlanBeams, beamlet_lattice
 from planner.plan.setup import PlanCase
 
@@ -119,7 +119,7 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
 
     Raises
     ------
-    PlannerError
+    SequencingError
         A field the sequencer cannot turn into segments within the limits (e.g. its open area
         needs more than ``max_segments`` apertures even at one intensity level), naming it.
     """
@@ -155,8 +155,9 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
                     max_leaf_span_mm=span, interdigitation=machine.interdigitation)
             except ValueError as error:  # e.g. more apertures than allowed even at one level
                 field_ = FieldSequence(b, part, parts, (), 0.0)
-                raise PlannerError(f"sequencing field {field_.name(beamset.beams[b].gantry_deg)}"
-                                   f": {error} (allow more segments per field)") from None
+                raise SequencingError(
+                    f"sequencing field {field_.name(beamset.beams[b].gantry_deg)}: {error} "
+                    "(allow more segments per field)") from None
             segments = tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
                              for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm,
                                                      seq.weights))

@@ -29,10 +29,12 @@ LOG_FILE = "plan.log"
 
 def plan_summary(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: FluencePlan,
                  fields: SequencedFields, planned: DeliveredPlan, *, mu_price: float,
-                 repair: GoalRepairReport, normalisation: str, device: str,
-                 max_segments_per_beam: int) -> dict[str, Any]:
+                 repair: GoalRepairReport, correction: dict[str, Any] | None,
+                 normalisation: str, device: str, max_segments_per_beam: int) -> dict[str, Any]:
     """The content of ``summary.json`` up to the report (:func:`planner.plan.output.
-    write_plan_folder` adds the report's figures and the times)."""
+    write_plan_folder` adds the report's figures and the times). ``correction``: the delivery
+    correction's outcome (hard goals met by the first and the corrected plan, which was kept),
+    None where none was needed."""
     patient, protocol, result = case.patient, case.protocol, fluence.result
     total_mu = float(sum(b.mu for b in planned.beams))
     segments = [len(b.segments) for b in planned.beams]
@@ -69,6 +71,8 @@ def plan_summary(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluence: Fl
         # Hard goals the fluence plan met and the segment weights lost (CT grid), and repaired.
         "goal_repair": {"lost": list(repair.lost), "rounds": repair.rounds,
                         "restored": list(repair.restored)},
+        # Where the repair left a hard goal lost: the fluence corrected for what delivery added.
+        "delivery_correction": correction,
         "normalisation": normalisation,
         "versions": _versions(),
         "files": {"dicom": DICOM_FOLDER, "report": f"{REPORT_FOLDER}/report.html",

@@ -8,8 +8,8 @@ import scipy.sparse
 
 from optim.objectives import DoseMimicking, FluenceSmoothness, neighbour_pairs
 from optim.autoplan import (
-    GoalResult, NormalTissue, PlanGoal, TargetDose, bounded_aim, evaluate_goal, evaluate_goals,
-    insisted_aim, plan_automatically,
+    GoalResult, NormalTissue, PlanGoal, TargetDose, bounded_aim, correct_for_delivery,
+    evaluate_goal, evaluate_goals, insisted_aim, plan_automatically,
 )
 
 
@@ -112,6 +112,37 @@ def test_impossible_soft_goal_does_not_break_hard_goals(toy):
     assert not soft.met and soft.margin < 0.0
     assert soft.margin == pytest.approx(1.0 - soft.value)
     assert "trade-off" in result.stopped_by or "Core" in result.stopped_by
+
+
+def test_delivery_correction_meets_the_goals_on_the_delivered_dose(toy):
+    """What delivery adds (here a hot patch in the target and 12 Gy more in the core, as leaf
+    transmission and penumbra add to an organ next to the target) makes the plan miss hard goals
+    on ``D x + offset``; the correction moves the fluence until they are met on that dose again,
+    and reports the goals on it."""
+    D, target, core, ring = toy
+    goals = tg119_goals(target, core)
+    targets = [TargetDose("PTV", np.flatnonzero(target), 50.0)]
+    plan = plan_automatically(D, targets, goals, normal_tissue=ring)
+    assert all(r.met for r in plan.goals)
+    t = np.flatnonzero(target)
+    offset = np.zeros(D.shape[0])
+    offset[core] = 25.0 - plan.goals[2].value + 2.0      # the core's D10 2 Gy over its limit
+    offset[t[: t.size // 5]] = 4.0                        # a fifth of the target 4 Gy hotter
+    missed = evaluate_goals(D @ plan.x + offset, goals)
+    assert not missed[1].met and not missed[2].met, missed
+
+    corrected = correct_for_delivery(D, targets, goals, plan, offset, normal_tissue=ring)
+    again = evaluate_goals(D @ corrected.x + offset, goals)
+    assert [r.value for r in again] == pytest.approx([r.value for r in corrected.goals])
+    assert all(r.met for r in again), (again, corrected.steps[len(plan.steps):])
+    new_steps = corrected.steps[len(plan.steps):]
+    assert corrected.steps[:len(plan.steps)] == plan.steps and new_steps
+    assert all(s.step.startswith("delivery correction") for s in new_steps)
+    assert "every hard goal met on the corrected dose" in corrected.stopped_by
+    # Without an offset nothing is missed: one optimisation from the plan, goals still met.
+    same = correct_for_delivery(D, targets, goals, plan, np.zeros(D.shape[0]),
+                                normal_tissue=ring)
+    assert len(same.steps) == len(plan.steps) + 1 and all(r.met for r in same.goals)
 
 
 def test_time_limit_is_reported(toy):
@@ -329,8 +360,9 @@ def test_rows_of_a_mostly_used_dij_are_kept_without_a_copy():
     x = rng.random(30).astype(np.float32)
     np.testing.assert_array_equal(Dr @ x, (D @ x)[rows])
     extra = np.array([3, 5, 7])  # empty rows only the sparing objectives use
-    Ds, remap = _with_more_rows(D, Dr, rows, [nonempty, extra])
+    Ds, remap, ds_rows = _with_more_rows(D, Dr, rows, [nonempty, extra])
     assert np.shares_memory(Ds.data, D.data)
+    np.testing.assert_array_equal(Ds @ x, (D @ x)[ds_rows])
     np.testing.assert_array_equal((Ds @ x)[remap(np.concatenate([nonempty, extra]))],
                                   (D @ x)[np.concatenate([nonempty, extra])])
     # A few rows of a large Dij are copied out, as before.

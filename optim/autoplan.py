@@ -702,9 +702,10 @@ def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[
     "intermediate dose" correction of commercial planning systems). The objectives are those
     ``plan`` ended with (its goals' weights and aims, its sparing objectives' and regularisers'
     factors, the same arguments as :func:`plan_automatically` was given), except that an organ
-    goal is aimed no lower than its value on the delivered dose (within its limit): held there,
-    not pushed further. A hard goal unmet on the corrected dose is insisted on, as in step 2, for
-    up to ``goal_rounds`` optimisations in all.
+    goal is aimed at its value on the delivered dose where that is higher (no higher than the aim
+    inside its limit): held there, not pushed further, so that the targets get back the room
+    delivery took. A hard goal unmet on the corrected dose is insisted on, as in step 2, for up to
+    ``goal_rounds`` optimisations in all.
 
     Returns
     -------
@@ -715,14 +716,16 @@ def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[
     start = time.perf_counter()
     problem = _problem(D, targets, goals, normal_tissue, sparing_objectives, dose_offset)
     xp = array_module(D)
-    delivered = evaluate_goals(problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype)
-                               + problem.offset, problem.goals)
-    # An organ's sparing aim was set below what the plan reached without the offset: it is
-    # held where the delivered dose has it instead (never past the aim inside its limit), so
-    # that the correction restores what delivery lost rather than pushing the organs further.
-    aims = [max(a, min(r.value, aim_inside(g, g.limit)))
+    delivered_dose = (problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype)
+                      + problem.offset)
+    delivered = evaluate_goals(delivered_dose, problem.goals)
+    # An organ's sparing aim was set below what the plan reached without the offset: it is held
+    # where the delivered dose has it instead (never past the aim inside its limit). The hard
+    # goals come first, as in step 2: the organs give the targets back the room that delivery
+    # took, and are not pushed further.
+    aims = [max(a, min(d.value, aim_inside(g, g.limit)))
             if not g.is_target and g.bound == "max" else a
-            for g, a, r in zip(problem.goals, plan.aims, delivered)]
+            for g, a, d in zip(problem.goals, plan.aims, delivered)]
     weights = list(plan.goal_weights)
     sparing = plan.sparing_scale > 0.0 and bool(problem.sparing)
     extras = ([replace(o, weight=o.weight * plan.sparing_scale)  # type: ignore

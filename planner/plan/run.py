@@ -232,29 +232,26 @@ def _correct_delivery(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluenc
                       log: StepLog) -> tuple[FluencePlan, _Delivered, dict[str, Any]]:
     """Where delivery lost a hard goal that the goal repair could not restore: the fluence
     optimised again on the dose that delivering it added (:func:`planner.plan.fluence.
-    correct_fluence`) and delivered again. The corrected plan is kept where it stands better on
-    the hard goals (:func:`hard_goal_standing`); either way the correction is said and returned
-    for the summary."""
+    correct_fluence`) and delivered again. The corrected plan is kept only where it meets more
+    hard goals (a goal merely nearer its limit does not pay for the room the organs gave the
+    targets); either way the correction is said and returned for the summary."""
     corrected = correct_fluence(case, grids, fluence, delivered.planned.dose_gy, log=log)
     try:
         again = _deliver(case, grids, beams, corrected, max_segments_per_beam, device, log)
     except SequencingError as error:  # the corrected fluence is more modulated
         log.say(f"delivery correction: not delivered ({error}); the first plan is kept")
         return fluence, delivered, {"hard_goals_met": None, "kept": False}
-    first, second = (hard_goal_standing(d.planned.goals) for d in (delivered, again))
+    first, second = (hard_goals_met(d.planned.goals) for d in (delivered, again))
     kept = second > first
-    log.say(f"delivery correction: {second[0]} hard goals met against {first[0]} before; the "
+    log.say(f"delivery correction: {second} hard goals met against {first} before; the "
             + ("corrected plan is kept" if kept else "first plan is kept"))
-    record = {"hard_goals_met": {"first": first[0], "corrected": second[0]}, "kept": kept}
+    record = {"hard_goals_met": {"first": first, "corrected": second}, "kept": kept}
     return (corrected, again, record) if kept else (fluence, delivered, record)
 
 
-def hard_goal_standing(goals: Sequence[GoalRow]) -> tuple[int, float]:
-    """How a plan stands on its hard goals, larger is better: the number met, then the sum of
-    the unmet ones' shortfalls as fractions of their limits (negated)."""
-    hard = [r for r in goals if r.goal.hard]
-    return (sum(r.met for r in hard),
-            -sum(-r.margin / max(abs(r.limit), 1e-9) for r in hard if not r.met))
+def hard_goals_met(goals: Sequence[GoalRow]) -> int:
+    """How many of a plan's hard goals it meets."""
+    return sum(r.met for r in goals if r.goal.hard)
 
 
 def _report_case(case: PlanCase, device: str, allow_conflicts: bool, log: StepLog) -> None:

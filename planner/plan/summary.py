@@ -113,7 +113,11 @@ def goal_table(title: str, rows: Sequence[GoalRow]) -> list[str]:
 def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
                  goals_plan: Sequence[GoalRow]) -> str:
     """The end-of-run summary: goals before/after sequencing, segments, MU, time per step."""
-    lines = goal_table("goals, fluence plan (before sequencing):", goals_fluence)
+    correction = summary["delivery_correction"]
+    corrected = correction is not None and correction["kept"]
+    lines = goal_table("goals, fluence plan corrected for delivery (its dose plus what the first "
+                       "deliverable plan added):" if corrected
+                       else "goals, fluence plan (before sequencing):", goals_fluence)
     lines += goal_table("goals, deliverable plan (after sequencing and segment weights):",
                         goals_plan)
     repair = summary["goal_repair"]
@@ -121,6 +125,12 @@ def summary_text(summary: dict[str, Any], goals_fluence: Sequence[GoalRow],
         lines.append(f"segment weights: hard goals lost after sequencing: "
                      f"{', '.join(repair['lost'])}; restored in {repair['rounds']} repair rounds: "
                      f"{', '.join(repair['restored']) or 'none'}")
+    if correction is not None:
+        met = correction["hard_goals_met"]
+        lines.append("delivery correction: " + (
+            "the corrected fluence could not be sequenced" if met is None else
+            f"hard goals met {met['first']} by the first plan, {met['corrected']} corrected")
+            + f"; {'the corrected' if corrected else 'the first'} plan kept")
     mu = summary["mu"]
     lines.append("beams: " + ", ".join(f"{b['name']} {b['segments']} seg {b['mu']:.0f} MU"
                                        for b in summary["beams"]))

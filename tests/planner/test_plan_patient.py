@@ -752,3 +752,27 @@ def test_delivery_correction_of_the_cshape_meets_the_core_limit_on_the_expected_
     np.testing.assert_allclose(corrected.dose_gy.ravel()[needed], expected[needed], atol=1e-3)
     assert log.lines[-1].startswith("delivery correction")
     assert corrected.without_inputs().inputs is None
+
+
+def test_summary_names_a_fluence_plan_corrected_for_delivery(cshape_plan):
+    """Where the delivery correction's plan is kept, the fluence goal table is the corrected
+    fluence's expected dose, and the summary says so; the correction's outcome is said either
+    way."""
+    from planner.plan import summary_text
+
+    r = cshape_plan
+
+    def text(correction):
+        return summary_text({**r.summary, "delivery_correction": correction}, r.goals_fluence,
+                            r.goals_plan)
+
+    plain = text(None)
+    assert "goals, fluence plan (before sequencing):" in plain
+    assert "delivery correction" not in plain
+    kept = text({"hard_goals_met": {"first": 5, "corrected": 6}, "kept": True})
+    assert "goals, fluence plan corrected for delivery" in kept
+    assert "delivery correction: hard goals met 5 by the first plan, 6 corrected; the corrected " \
+           "plan kept" in kept
+    first = text({"hard_goals_met": None, "kept": False})
+    assert "goals, fluence plan (before sequencing):" in first
+    assert "the corrected fluence could not be sequenced; the first plan kept" in first

@@ -332,21 +332,13 @@ def bounded_aim(goal: PlanGoal, aim: float) -> float:
     return min(aim, goal.limit + reach)
 
 
-#: A model of the fluence a delivery gives for the optimised fluence ``x``: ``(scale, added)``,
-#: the delivered fluence being ``scale * x + added`` (e.g. leaf transmission ``T``:
-#: ``(1 - T, T * MU)`` with each beamlet's field MU under its closed leaves).
-DeliveredFluence = Callable[[np.ndarray], tuple[float, np.ndarray]]
-
-
 @dataclass(frozen=True)
 class _Problem:
     """The automatic plan's objectives on the rows of ``D`` that they use (:func:`_problem`).
 
     ``matrix`` holds the rows of the targets, goals and ring (whose index arrays are remapped to
     it); ``sparing_matrix`` the same with the rows only the sparing objectives use below;
-    ``offset`` and ``sparing_offset`` a dose added to each matrix's products, or None;
-    ``delivered_fluence`` the model of the delivered fluence, or None (see
-    :func:`plan_automatically`)."""
+    ``offset`` and ``sparing_offset`` a dose added to each matrix's products, or None."""
 
     matrix: Any
     targets: list[TargetDose]
@@ -356,13 +348,11 @@ class _Problem:
     sparing: list[Objective]
     offset: Any
     sparing_offset: Any
-    delivered_fluence: DeliveredFluence | None = None
 
 
 def _problem(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal],
              normal_tissue: NormalTissue | None, sparing_objectives: Sequence[Objective],
-             dose_offset: Any = None, delivered_fluence: DeliveredFluence | None = None
-             ) -> _Problem:
+             dose_offset: Any = None) -> _Problem:
     """The prescriptions and the fall-off ring (``base``), the goals and the sparing objectives
     on the rows of ``D`` they use (restricted once; see the module docstring)."""
     xp = array_module(D)
@@ -399,8 +389,7 @@ def _problem(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal],
     if dose_offset is not None:
         dose_offset = xp.asarray(dose_offset, dtype=Dr.dtype)
         offset, sparing_offset = dose_offset[rows], dose_offset[sparing_rows]
-    return _Problem(Dr, targets, goals, base, D_sparing, sparing, offset, sparing_offset,
-                    delivered_fluence)
+    return _Problem(Dr, targets, goals, base, D_sparing, sparing, offset, sparing_offset)
 
 
 def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x: np.ndarray, *,
@@ -411,22 +400,10 @@ def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x:
     """One optimisation of the automatic plan from ``x``, on ``problem``'s matrix (with the
     sparing objectives' rows where ``sparing``) and its offset; the goals evaluated after it.
     Appends its :class:`StepReport` to ``steps`` and adds its counts to ``totals``."""
-    matrix, fixed = ((problem.sparing_matrix, problem.sparing_offset) if sparing
-                     else (problem.matrix, problem.offset))
-    xp = array_module(matrix)
-
-    def offset_at(x: np.ndarray) -> tuple[float, Any]:
-        """The factor on ``matrix @ x`` and the dose added to it, for fluence ``x``."""
-        if problem.delivered_fluence is None:
-            return 1.0, fixed
-        scale, added = problem.delivered_fluence(x)
-        dose = matrix @ xp.asarray(added, dtype=matrix.dtype)
-        return scale, dose if fixed is None else dose + fixed
-
-    # The delivery model is taken at the step's start and held during it (its MU change slowly).
-    scale, offset = offset_at(x)
+    matrix, offset = ((problem.sparing_matrix, problem.sparing_offset) if sparing
+                      else (problem.matrix, problem.offset))
     if offset is not None:
-        objectives = [DoseOffset(o, offset, scale) for o in objectives]
+        objectives = [DoseOffset(o, offset) for o in objectives]
     hook = None if progress is None else (lambda p: progress(step, p))
     regs = [r if reg_scale == 1.0 else replace(r, weight=r.weight * reg_scale)  # type: ignore
             for r in regularisers]
@@ -434,10 +411,10 @@ def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x:
                               rel_tol=rel_tol, time_limit_s=time_limit_s, progress=hook)
     totals["iterations"] += result.iterations
     totals["evaluations"] += result.evaluations
+    xp = array_module(matrix)
     dose = matrix @ xp.asarray(result.x, dtype=matrix.dtype)
-    scale, offset = offset_at(result.x)
     if offset is not None:
-        dose = scale * dose + offset
+        dose = dose + offset
     achieved = evaluate_goals(dose, problem.goals)  # goal rows are the first rows of matrix
     steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
                             sum(r.met for r in achieved), all(r.met for r in achieved if r.hard),
@@ -463,7 +440,6 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                        sparing_objectives: Sequence[Objective] = (),
                        sparing_floor: Sequence[float | None] | None = None,
                        regularisers: Sequence[Objective] = (),
-                       delivered_fluence: DeliveredFluence | None = None,
                        x0: np.ndarray | None = None, goal_rounds: int = 5,
                        relax_rounds: int = 1,
                        sparing_rounds: int = 6, iterations_per_step: int = 40,
@@ -494,10 +470,6 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         E.g. ``FluenceSmoothness``; added to every step, with the lowest priority: their
         ``weight`` (a dataclass field, as in :mod:`optim.objectives`) is lowered while a hard
         goal is unmet (see the module docstring and ``AutoPlanResult.regulariser_scale``).
-    delivered_fluence : callable, optional
-        The fluence delivery gives for ``x``, as ``(scale, added)``: every objective and goal
-        then acts on ``D (scale * x + added)``, the model taken at each step's start and held
-        during it (:data:`DeliveredFluence`; e.g. leaf transmission). None: ``D x``.
     x0 : (n_beamlets,) array, optional
         Starting fluence; default uniform, scaled so the mean target dose is the prescription.
     goal_rounds, sparing_rounds : int
@@ -521,8 +493,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
     if not targets:
         raise ValueError("automatic planning needs at least one target prescription")
     start = time.perf_counter()
-    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives,
-                       delivered_fluence=delivered_fluence)
+    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives)
     targets, goals, base, Dr = problem.targets, problem.goals, problem.base, problem.matrix
     sparing_extras = problem.sparing
     rx_max = max(t.dose_gy for t in targets)
@@ -717,21 +688,19 @@ def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[
                          plan: AutoPlanResult, dose_offset: Any, *,
                          normal_tissue: NormalTissue | None = None,
                          sparing_objectives: Sequence[Objective] = (),
-                         regularisers: Sequence[Objective] = (),
-                         delivered_fluence: DeliveredFluence | None = None, goal_rounds: int = 3,
+                         regularisers: Sequence[Objective] = (), goal_rounds: int = 3,
                          iterations_per_step: int = 40, rel_tol: float = 1e-4,
                          progress: Callable[[str, Progress], None] | None = None
                          ) -> AutoPlanResult:
     """``plan`` optimised on from its fluence with every objective and goal on
-    ``D x + dose_offset`` (with ``delivered_fluence``: on the model's dose plus it).
+    ``D x + dose_offset``.
 
     ``dose_offset`` is what delivering ``plan`` adds to its dose: a deliverable plan's dose less
-    ``D @ plan.x`` (less the model's dose with ``delivered_fluence``, the model ``plan`` was made
-    with): the sequencer's intensity levels, the apertures' penumbra, leaf transmission where
-    not modelled. With it the optimiser sees the dose as it will be delivered, and moves the
-    fluence so that the delivered dose meets the goals (the "intermediate dose" correction of
-    commercial planning systems). The objectives are those ``plan`` ended with (its goals'
-    weights and aims, its sparing objectives' and regularisers'
+    ``D @ plan.x`` (the sequencer's intensity levels, the apertures' penumbra and leaf
+    transmission, which the beamlets do not model). With it the optimiser sees the dose as it
+    will be delivered, and moves the fluence so that the delivered dose meets the goals (the
+    "intermediate dose" correction of commercial planning systems). The objectives are those
+    ``plan`` ended with (its goals' weights and aims, its sparing objectives' and regularisers'
     factors, the same arguments as :func:`plan_automatically` was given), except that an organ
     goal is aimed at its value on the delivered dose where that is higher (no higher than the aim
     inside its limit): held there, not pushed further, so that the targets get back the room
@@ -745,15 +714,10 @@ def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[
         delivered); steps, counts and time are ``plan``'s and the correction's together.
     """
     start = time.perf_counter()
-    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives, dose_offset,
-                       delivered_fluence)
+    problem = _problem(D, targets, goals, normal_tissue, sparing_objectives, dose_offset)
     xp = array_module(D)
-    scale, added = (1.0, None) if delivered_fluence is None else delivered_fluence(plan.x)
-    delivered_dose = (scale * (problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype))
+    delivered_dose = (problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype)
                       + problem.offset)
-    if added is not None:
-        delivered_dose = delivered_dose + problem.matrix @ xp.asarray(added,
-                                                                      dtype=problem.matrix.dtype)
     delivered = evaluate_goals(delivered_dose, problem.goals)
     # An organ's sparing aim was set below what the plan reached without the offset: it is held
     # where the delivered dose has it instead (never past the aim inside its limit). The hard

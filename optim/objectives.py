@@ -435,28 +435,25 @@ class FluenceVariation:
 
 @dataclass(frozen=True)
 class DoseOffset:
-    """``objective`` of ``scale * dose + offset``: a dose the weights do not change, added to
-    theirs (e.g. the dose of segments' fixed minimum MU, what a delivered plan adds to the
-    fluence plan's dose, or leaf transmission with the open fluence's share ``scale``).
+    """``objective`` of ``dose + offset``: a dose the weights do not change, added to theirs
+    (e.g. the dose of segments' fixed minimum MU, or what a delivered plan adds to the fluence
+    plan's dose).
 
     Parameters
     ----------
     objective : dose objective
     offset : (n_voxels,) float array, Gy
         Over the same rows as the dose.
-    scale : float
     """
 
     objective: Any
     offset: Any = field(repr=False)
-    scale: float = 1.0
 
     def value(self, dose: Any) -> float:
-        return self.objective.value(self.scale * dose + self.offset)
+        return self.objective.value(dose + self.offset)
 
     def gradient(self, dose: Any) -> Any:
-        gradient = self.objective.gradient(self.scale * dose + self.offset)
-        return gradient if self.scale == 1.0 else self.scale * gradient
+        return self.objective.gradient(dose + self.offset)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ import scipy.ndimage
 
 from dose._xp import array_module
 from optim.autoplan import (
-    AutoPlanResult, DeliveredFluence, NormalTissue, PlanGoal, TargetDose, evaluate_goals,
-    plan_automatically,
+    AutoPlanResult, NormalTissue, PlanGoal, TargetDose, evaluate_goals, plan_automatically,
 )
 from optim.fluence import Progress
 from optim.objectives import resolve_overlaps
@@ -193,7 +192,6 @@ def planning_voxels(patient: Patient, protocol: Protocol, *, step: int = RING_ST
 def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
                      regularisers: Sequence[Any] = (), sparing_objectives: Sequence[Any] = (),
                      achievable_dose_gy: np.ndarray | None = None,
-                     delivered_fluence: DeliveredFluence | None = None,
                      time_limit_s: float | None = None,
                      progress: Callable[[str, Progress], None] | None = None,
                      problem: FluenceProblem | None = None) -> PatientPlan:
@@ -215,10 +213,6 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
         A dose thought achievable on the patient grid (e.g. a prediction): each organ goal's
         value on it is the floor of the first sparing push (``sparing_floor`` of
         :func:`optim.autoplan.plan_automatically`).
-    delivered_fluence : callable, optional
-        A model of the delivered fluence (:data:`optim.autoplan.DeliveredFluence`, e.g.
-        :func:`planner.plan.sequencing.leaf_transmission`): the goals and the returned dose are
-        then the model's.
     time_limit_s : float, optional
         Wall-time budget of the optimisation.
     progress : callable, optional
@@ -243,12 +237,8 @@ def optimise_patient(patient: Patient, D: Any, protocol: Protocol, *,
     result = plan_automatically(D, problem.targets, problem.goals,
                                 normal_tissue=problem.normal_tissue, regularisers=regularisers,
                                 sparing_objectives=sparing_objectives, sparing_floor=floor,
-                                delivered_fluence=delivered_fluence,
                                 time_limit_s=time_limit_s, progress=progress)
     dose = D @ xp.asarray(result.x, dtype=D.dtype)
-    if delivered_fluence is not None:
-        scale, added = delivered_fluence(result.x)
-        dose = scale * dose + D @ xp.asarray(added, dtype=D.dtype)
     if xp is not np:
         dose = xp.asnumpy(dose)
     return PatientPlan(result, np.asarray(dose, dtype=np.float32).reshape(patient.grid.shape),

@@ -14,14 +14,13 @@ import scipy.ndimage
 
 from dose import DoseInfluence, compute_dij
 from dose._xp import array_module, to_device
-from optim.autoplan import AutoPlanResult, DeliveredFluence, StepReport, correct_for_delivery
+from optim.autoplan import AutoPlanResult, StepReport, correct_for_delivery
 from optim.fluence import Progress
 from planner.optimize import FluenceProblem, fluence_problem, optimise_patient
 from planner.patient import Patient
 from planner.plan.beams import PlanBeams, smoothness_regulariser
 from planner.plan.grid import PlanGrids
 from planner.plan.log import StepLog
-from planner.plan.sequencing import leaf_transmission
 from planner.plan.setup import PlanCase
 from planner.protocol import Protocol
 from planner.review.dvh import resample_dose
@@ -31,13 +30,12 @@ from planner.review.goals import GoalRow, evaluate_protocol
 @dataclass(frozen=True)
 class FluenceInputs:
     """What the fluence optimisation ran on besides its problem, kept for the delivery
-    correction (:func:`correct_fluence`): the Dij, the sparing objectives (the seed's), the
-    regularisers and the model of the delivered fluence (leaf transmission)."""
+    correction (:func:`correct_fluence`): the Dij, the sparing objectives (the seed's) and the
+    regularisers."""
 
     D: Any = field(repr=False)
     sparing_objectives: tuple[Any, ...] = field(repr=False)
     regularisers: tuple[Any, ...] = field(repr=False)
-    delivered_fluence: DeliveredFluence = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,10 +83,8 @@ def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, devi
     The Dij is computed on the needed voxels of the dose grid (:func:`planner.plan.grid.
     needed_voxels`) while, with ``seed``, the network predicts the dose on a second thread (it
     needs no Dij); the prediction's arguments (:func:`planner.predict.seed.seed_arguments`) and
-    the fluence smoothness join the optimisation (:func:`planner.optimize.optimise_patient`),
-    whose goals and dose include the leaf transmission that the segments will add
-    (:func:`planner.plan.sequencing.leaf_transmission`). The Dij stays in the result's
-    ``inputs`` for the delivery correction.
+    the fluence smoothness join the optimisation (:func:`planner.optimize.optimise_patient`).
+    The Dij stays in the result's ``inputs`` for the delivery correction.
     """
     with ThreadPoolExecutor(max_workers=1) as pool:
         predicting = (pool.submit(_predict_seed, grids.dose_patient, case.protocol, device)
@@ -101,11 +97,9 @@ def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, devi
     problem = fluence_problem(grids.dose_patient, case.protocol, xp=array_module(D),
                               structures=grids.dose_structures)
     inputs = FluenceInputs(D, tuple(seeding.get("sparing_objectives", ())),
-                           (smoothness_regulariser(beams.beamset),),
-                           leaf_transmission(beams.beamset, beams.machine))
+                           (smoothness_regulariser(beams.beamset),))
     fluence = optimise_patient(grids.dose_patient, D, case.protocol,
                                regularisers=inputs.regularisers, time_limit_s=time_limit_s,
-                               delivered_fluence=inputs.delivered_fluence,
                                progress=_iteration_lines(log), problem=problem, **seeding)
     result = fluence.result
     _say_steps(result.steps, log)
@@ -120,29 +114,23 @@ def correct_fluence(case: PlanCase, grids: PlanGrids, fluence: FluencePlan,
                     delivered_gy: np.ndarray, *, log: StepLog) -> FluencePlan:
     """The step "delivery correction": ``fluence`` optimised on with the dose that delivering it
     added (``delivered_gy``, a deliverable plan's dose on the dose grid, less the fluence's
-    modelled dose, transmission included) as a fixed part of every objective and goal
-    (:func:`optim.autoplan.correct_for_delivery`). The result's dose is its modelled dose plus
-    that difference: the dose expected once the corrected fluence is delivered."""
+    ``D x``) as a fixed part of every objective and goal
+    (:func:`optim.autoplan.correct_for_delivery`). The result's dose is ``D x`` plus that
+    difference: the dose expected once the corrected fluence is delivered."""
     inputs, problem = fluence.inputs, fluence.problem
     if inputs is None:
         raise ValueError("the fluence plan's inputs were dropped; no correction possible")
     D = inputs.D
     xp = array_module(D)
-
-    def modelled_gy(x: np.ndarray) -> Any:
-        scale, added = inputs.delivered_fluence(x)
-        return D @ xp.asarray(scale * x + added, dtype=D.dtype)
-
-    offset = (xp.asarray(np.asarray(delivered_gy, dtype=np.float32).ravel())
-              - modelled_gy(fluence.result.x))
+    beamlet_gy = D @ xp.asarray(fluence.result.x, dtype=D.dtype)
+    offset = xp.asarray(np.asarray(delivered_gy, dtype=np.float32).ravel()) - beamlet_gy
     result = correct_for_delivery(D, problem.targets, problem.goals, fluence.result, offset,
                                   normal_tissue=problem.normal_tissue,
                                   sparing_objectives=inputs.sparing_objectives,
                                   regularisers=inputs.regularisers,
-                                  delivered_fluence=inputs.delivered_fluence,
                                   progress=_iteration_lines(log))
     _say_steps(result.steps[len(fluence.result.steps):], log)
-    dose = modelled_gy(result.x) + offset
+    dose = D @ xp.asarray(result.x, dtype=D.dtype) + offset
     dose = np.asarray(to_device(dose, "cpu"), dtype=np.float32).reshape(grids.dose_grid.shape)
     dose = fill_uncomputed(dose, grids.needed)
     unmet = [r.label for r in result.goals if r.hard and not r.met]

@@ -10,7 +10,6 @@ from dose import Beam, Segment
 from dose.beams import BeamSet
 from dose.machine import Machine
 from optim import sequence_leaves
-from optim.autoplan import DeliveredFluence
 from planner.errors import SequencingError
 from planner.plan.beams import PlanBeams, beamlet_lattice
 from planner.plan.setup import PlanCase
@@ -127,102 +126,40 @@ def sequence_beams(x: np.ndarray, beamset: BeamSet, machine: Machine, *, min_wei
     out = []
     h = beamset.beamlet_size_mm
     span = machine.max_leaf_span_mm
-    for fp in field_parts(beamset, machine):
-        part_fluence = fp.fluence(x)
-        if not np.any(part_fluence > 0):
-            continue
-        try:
-            seq = sequence_leaves(
-                part_fluence, h * (fp.first_row + np.arange(part_fluence.shape[0] + 1)),
-                h * (fp.first_column + np.arange(part_fluence.shape[1] + 1)),
-                machine.leaf_boundaries_mm, n_levels=n_levels, max_segments=max_segments,
-                min_weight=min_weight, min_gap_mm=machine.min_leaf_gap_mm,
-                leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
-                jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
-                max_leaf_span_mm=span, interdigitation=machine.interdigitation)
-        except ValueError as error:  # e.g. more apertures than allowed even at one level
-            field_ = FieldSequence(fp.beam, fp.part, fp.parts, (), 0.0)
-            raise SequencingError(
-                f"sequencing field {field_.name(beamset.beams[fp.beam].gantry_deg)}: {error} "
-                "(allow more segments per field)") from None
-        segments = tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
-                         for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm,
-                                                 seq.weights))
-        out.append(FieldSequence(fp.beam, fp.part, fp.parts, segments,
-                                 least_mu(part_fluence)))
-    return tuple(out)
-
-
-@dataclass(frozen=True)
-class FieldPart:
-    """Where one field's beamlets lie on its fluence map (a beam, or one part of a split beam:
-    :class:`FieldSequence`).
-
-    ``columns``: the beamlets (indices of ``x``); ``rows_at``, ``columns_at``: their cells of the
-    map of ``shape``, whose first cell is the beam lattice's (``first_row``, ``first_column``).
-    """
-
-    beam: int
-    part: int
-    parts: int
-    columns: np.ndarray
-    rows_at: np.ndarray
-    columns_at: np.ndarray
-    shape: tuple[int, int]
-    first_row: int
-    first_column: int
-
-    def fluence(self, x: np.ndarray) -> np.ndarray:
-        """The field's fluence map of beamlet weights ``x`` (0 where it has no beamlet)."""
-        fluence = np.zeros(self.shape)
-        fluence[self.rows_at, self.columns_at] = x[self.columns]
-        return fluence
-
-
-def field_parts(beamset: BeamSet, machine: Machine) -> tuple[FieldPart, ...]:
-    """The fields of ``beamset``: each beam, split along the leaf travel into fields of equal
-    width where it spans more than the MLC carriage allows (``Machine.max_leaf_span_mm``)."""
-    h = beamset.beamlet_size_mm
-    span = machine.max_leaf_span_mm
-    out = []
     for b in range(len(beamset.beams)):
         cols = beamset.beamlets_of(b)
-        if cols.size == 0:
+        if cols.size == 0 or not np.any(x[cols] > 0):
             continue
         row, col = beamlet_lattice(beamset, cols)
         iv, iu = row - row.min(), col - col.min()
-        n_rows, n_columns = int(iv.max()) + 1, int(iu.max()) + 1
-        width = h * n_columns + machine.min_leaf_gap_mm
+        fluence = np.zeros((iv.max() + 1, iu.max() + 1))
+        fluence[iv, iu] = x[cols]
+        width = h * fluence.shape[1] + machine.min_leaf_gap_mm
         parts = 1 if span is None or width <= span else int(np.ceil(width / span))
-        for part, part_columns in enumerate(np.array_split(np.arange(n_columns), parts)):
-            inside = (iu >= part_columns[0]) & (iu <= part_columns[-1])
-            out.append(FieldPart(b, part, parts, cols[inside], iv[inside],
-                                 iu[inside] - part_columns[0], (n_rows, part_columns.size),
-                                 int(row.min()), int(col.min() + part_columns[0])))
+        columns = np.array_split(np.arange(fluence.shape[1]), parts)
+        for part, part_columns in enumerate(columns):
+            part_fluence = fluence[:, part_columns]
+            if not np.any(part_fluence > 0):
+                continue
+            first = col.min() + part_columns[0]
+            least = float(np.clip(np.diff(part_fluence, prepend=0, axis=1), 0, None)
+                          .sum(axis=1).max())
+            try:
+                seq = sequence_leaves(
+                    part_fluence, h * (row.min() + np.arange(part_fluence.shape[0] + 1)),
+                    h * (first + np.arange(part_fluence.shape[1] + 1)),
+                    machine.leaf_boundaries_mm, n_levels=n_levels, max_segments=max_segments,
+                    min_weight=min_weight, min_gap_mm=machine.min_leaf_gap_mm,
+                    leaf_travel_mm=(machine.leaf_position_min_mm, machine.leaf_position_max_mm),
+                    jaw_overtravel_mm=(machine.jaw_x_overtravel_mm, machine.jaw_y_overtravel_mm),
+                    max_leaf_span_mm=span, interdigitation=machine.interdigitation)
+            except ValueError as error:  # e.g. more apertures than allowed even at one level
+                field_ = FieldSequence(b, part, parts, (), 0.0)
+                raise SequencingError(
+                    f"sequencing field {field_.name(beamset.beams[b].gantry_deg)}: {error} "
+                    "(allow more segments per field)") from None
+            segments = tuple(Segment((j[0], j[1]), (j[2], j[3]), leaves, float(w))
+                             for leaves, j, w in zip(seq.leaf_positions_mm, seq.jaws_mm,
+                                                     seq.weights))
+            out.append(FieldSequence(b, part, parts, segments, least))
     return tuple(out)
-
-
-def least_mu(fluence: np.ndarray) -> float:
-    """The least total weight any decomposition of a fluence map (rows along the leaf travel)
-    into apertures can have: the largest sum of rises along a row (Engel 2005)."""
-    return float(np.clip(np.diff(fluence, prepend=0, axis=1), 0, None).sum(axis=1).max())
-
-
-def leaf_transmission(beamset: BeamSet, machine: Machine) -> DeliveredFluence:
-    """The fluence delivered for beamlet weights ``x`` with the machine's leaf transmission
-    ``T``, as :data:`optim.autoplan.DeliveredFluence`: under its field's leaves each beamlet gets
-    its own weight while open and ``T`` of the open fluence while closed, ``(1 - T) x + T MU``,
-    with the field's MU taken as the least MU of its fluence (:func:`least_mu`; the segment
-    weights end near it). The beamlets do not model transmission; the segments' dose does
-    (``dose.segments``): measured, it adds 0.4-1.1 Gy to the PTV's and the organs' goal values
-    (``benchmarks/results/design_history.md``, "Delivery correction")."""
-    parts = field_parts(beamset, machine)
-    transmission = machine.leaf_transmission
-
-    def delivered(x: np.ndarray) -> tuple[float, np.ndarray]:
-        added = np.zeros(x.shape[0])
-        for part in parts:
-            added[part.columns] = transmission * least_mu(part.fluence(x))
-        return 1.0 - transmission, added
-
-    return delivered

@@ -44,7 +44,7 @@ def test_plan_of_a_dicom_patient(tmp_path, capsys, dicom_patient):
     assert "unseeded: " in captured.err
     # The default protocol is the bundled one the structures fit: TG-119.
     assert "protocol TG-119 C-shape" in captured.err
-    assert "goals, fluence plan" in captured.out  # before sequencing, or corrected for delivery
+    assert "goals, fluence plan (before sequencing):" in captured.out
     assert "goals, deliverable plan (after sequencing and segment weights):" in captured.out
     assert "MU/cGy" in captured.out and "time: import" in captured.out
     # A DICOM patient gets only RT Plan and RT Dose, referring to its own CT and structure set.

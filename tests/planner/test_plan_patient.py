@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from dose import Beam, BeamSet, Grid, Segment, load_beam_model, load_machine, segment_dose
+from dose import Beam, BeamSet, Grid, load_beam_model, load_machine, segment_dose
 from dose.segments import segments_fluence
 from planner.io.dicom_patient import STRUCTURE_SET_FILE, read_dicom_patient
 from planner.io.rtdose import read_rt_dose
@@ -717,9 +717,9 @@ priority = "hard"
 def test_delivery_correction_of_the_cshape_meets_the_core_limit_on_the_expected_dose():
     """A delivered dose that puts the core 2 Gy over its hard D10% <= 25 Gy (a uniform excess
     over the fluence plan's dose, as leaf transmission and penumbra raise an organ beside the
-    target): the corrected fluence meets it on its expected dose (its modelled dose plus what
-    delivery added), which is the dose the corrected plan reports, on the CT grid.
-    (4 mm dose grid, 7 fields of 5 mm beamlets: about 5 s.)"""
+    target): the corrected fluence meets it on its expected dose (its D x plus what delivery
+    added), which is the dose the corrected plan reports, on the CT grid. (Coarse: the PTV's
+    own hard goals are not met on this grid before or after.)"""
     from planner.plan.fluence import correct_fluence, optimise_fluence
     from planner.plan.log import StepLog
     from planner.plan.beams import place_beams
@@ -727,8 +727,8 @@ def test_delivery_correction_of_the_cshape_meets_the_core_limit_on_the_expected_
     from planner.plan.setup import prepare_case
 
     case = prepare_case(cshape_phantom(), "tg119_c_shape")
-    grids = prepare_grids(case, 4.0)  # as test_phantom_deliverable_plan_keeps_the_hot_spot_goal
-    beams = place_beams(case, 7, 5.0)
+    grids = prepare_grids(case, COARSE["dose_grid_mm"])
+    beams = place_beams(case, COARSE["beam_count"], COARSE["beamlet_mm"])
     log = StepLog()
     fluence = optimise_fluence(case, grids, beams, device="cpu", seed=False, time_limit_s=None,
                                log=log)
@@ -746,14 +746,9 @@ def test_delivery_correction_of_the_cshape_meets_the_core_limit_on_the_expected_
     corrected = correct_fluence(case, grids, fluence, delivered, log=log)
     after = {g.goal.label: g for g in corrected.goals}
     assert after[label].met
-    D, model = fluence.inputs.D, fluence.inputs.delivered_fluence
-
-    def modelled(x):  # the fluence plan's dose: leaf transmission included
-        scale, added = model(x)
-        return D @ (scale * x + added)
-
+    D = fluence.inputs.D
     needed = grids.needed.ravel()
-    expected = delivered.ravel() + modelled(corrected.result.x) - modelled(fluence.result.x)
+    expected = delivered.ravel() + D @ (corrected.result.x - fluence.result.x)
     np.testing.assert_allclose(corrected.dose_gy.ravel()[needed], expected[needed], atol=1e-3)
     assert log.lines[-1].startswith("delivery correction")
     assert corrected.without_inputs().inputs is None
@@ -773,7 +768,7 @@ def test_summary_names_a_fluence_plan_corrected_for_delivery(cshape_plan):
 
     plain = text(None)
     assert "goals, fluence plan (before sequencing):" in plain
-    assert "delivery correction:" not in plain
+    assert "delivery correction" not in plain
     kept = text({"hard_goals_met": {"first": 5, "corrected": 6}, "kept": True})
     assert "goals, fluence plan corrected for delivery" in kept
     assert "delivery correction: hard goals met 5 by the first plan, 6 corrected; the corrected " \
@@ -781,45 +776,3 @@ def test_summary_names_a_fluence_plan_corrected_for_delivery(cshape_plan):
     first = text({"hard_goals_met": None, "kept": False})
     assert "goals, fluence plan (before sequencing):" in first
     assert "the corrected fluence could not be sequenced; the first plan kept" in first
-
-
-def test_leaf_transmission_model_is_the_engines_fluence_under_field_jaws():
-    """The fluence the optimiser's transmission model gives, ``(1 - T) x + T MU``, is the dose
-    engine's own rasterised fluence (``segments_fluence``, leaf transmission on) of segments
-    whose jaws span the field, with ``x`` their open fluence; and the model's MU per field is
-    the sequencer's least MU (Engel's bound), per part of a split beam."""
-    from planner.plan.sequencing import field_parts, leaf_transmission, least_mu
-
-    machine = load_machine()
-    t = machine.leaf_transmission
-    h = 5.0
-    edges_u, edges_v = h * np.arange(-4, 5), h * np.arange(-3, 4)
-    n_pairs = machine.leaf_boundaries_mm.size - 1
-    segments = []
-    for (a, b), mu in (((-20.0, 5.0), 30.0), ((-5.0, 20.0), 12.0), ((0.0, 10.0), 7.0)):
-        leaves = np.zeros((n_pairs, 2))  # closed (tips meeting at 0) outside the field's rows
-        middle = 0.5 * (machine.leaf_boundaries_mm[:-1] + machine.leaf_boundaries_mm[1:])
-        rows = (middle > edges_v[0]) & (middle < edges_v[-1])
-        leaves[rows] = (a, b)
-        segments.append(Segment((edges_u[0], edges_u[-1]), (edges_v[0], edges_v[-1]), leaves,
-                                mu))
-    clear = dataclasses.replace(machine, leaf_transmission=0.0)
-    x = segments_fluence(segments, clear, edges_u, edges_v)
-    delivered = segments_fluence(segments, machine, edges_u, edges_v)
-    mu = sum(s.mu for s in segments)
-    np.testing.assert_allclose(delivered, (1 - t) * x + t * mu, rtol=1e-12, atol=1e-9)
-
-    # The model's MU: the least MU of each field's fluence, as sequence_beams reports it.
-    rows, cols = np.meshgrid(np.arange(-2, 2), np.arange(-20, 20), indexing="ij")
-    ramp = (20.0 + np.abs(cols) + 2.0 * (rows + 2)).astype(float).ravel()
-    beamset = BeamSet((Beam(0.0, 0.0, 0.0, (0.0, 0.0, 0.0)),), h, np.zeros(ramp.size, int),
-                      (cols.ravel() + 0.5) * h, (rows.ravel() + 0.5) * h)
-    fields = sequence_beams(ramp, beamset, machine, min_weight=0.0, n_levels=20,
-                            max_segments=50)
-    parts = field_parts(beamset, machine)
-    assert len(parts) == len(fields) == 2  # 200 mm wide, a 150 mm span: two fields
-    scale, added = leaf_transmission(beamset, machine)(ramp)
-    assert scale == pytest.approx(1 - t)
-    for part, f in zip(parts, fields):
-        assert least_mu(part.fluence(ramp)) == pytest.approx(f.least_mu)
-        np.testing.assert_allclose(added[part.columns], t * f.least_mu)

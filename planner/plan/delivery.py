@@ -13,11 +13,10 @@ from dose import field_voxels, segment_dose
 from dose._xp import to_device
 from planner.io.rtplan import PlanBeam
 from planner.plan.beams import PlanBeams
-from planner.plan.grid import PlanGrids
+from planner.plan.grid import PlanGrids, protocol_goals
 from planner.plan.sequencing import SequencedFields
 from planner.plan.setup import PlanCase
-from planner.review.dvh import resample_dose
-from planner.review.goals import GoalRow, evaluate_protocol
+from planner.review.goals import GoalRow
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,9 @@ class Delivery:
         return DeliveredPlan(tuple(plan_beams), dose, self.goals_of(dose))
 
     def goals_of(self, dose_gy: np.ndarray) -> tuple[GoalRow, ...]:
-        """The protocol's goals on a dose of the dose grid (CT grid, as the report reads them)."""
-        return evaluate_protocol(self.case.patient, resample_dose(
-            dose_gy, self.grids.dose_grid, self.case.patient.grid), self.case.protocol,
-            structures=self.grids.ct_structures)
+        """The protocol's goals on a dose of the dose grid (:func:`planner.plan.grid.
+        protocol_goals`)."""
+        return protocol_goals(self.case, self.grids, dose_gy)
 
 
 def trace_fields(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fields: SequencedFields,

@@ -19,12 +19,11 @@ from optim.fluence import Progress
 from planner.optimize import FluenceProblem, fluence_problem, optimise_patient
 from planner.patient import Patient
 from planner.plan.beams import PlanBeams, smoothness_regulariser
-from planner.plan.grid import PlanGrids
+from planner.plan.grid import PlanGrids, protocol_goals
 from planner.plan.log import StepLog
 from planner.plan.setup import PlanCase
 from planner.protocol import Protocol
-from planner.review.dvh import resample_dose
-from planner.review.goals import GoalRow, evaluate_protocol
+from planner.review.goals import GoalRow
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ def optimise_fluence(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, devi
     dose = fill_uncomputed(fluence.dose_gy, grids.needed)
     log.step("optimisation", f"{result.iterations} iterations in {len(result.steps)} steps; "
                              f"stopped: {result.stopped_by}")
-    return FluencePlan(problem, result, dose, _goals(case, grids, dose), int(D.nnz), seed_note,
-                       predicted_gy, inputs)
+    return FluencePlan(problem, result, dose, protocol_goals(case, grids, dose), int(D.nnz),
+                       seed_note, predicted_gy, inputs)
 
 
 def correct_fluence(case: PlanCase, grids: PlanGrids, fluence: FluencePlan,
@@ -139,7 +138,7 @@ def correct_fluence(case: PlanCase, grids: PlanGrids, fluence: FluencePlan,
              + (f"hard goals unmet on the expected dose: {', '.join(unmet)}" if unmet
                 else "every hard goal met on the expected dose"))
     return dataclasses.replace(fluence, result=result, dose_gy=dose,
-                               goals=_goals(case, grids, dose))
+                               goals=protocol_goals(case, grids, dose))
 
 
 def _iteration_lines(log: StepLog) -> Callable[[str, Progress], None]:
@@ -154,13 +153,6 @@ def _say_steps(steps: Sequence[StepReport], log: StepLog) -> None:
     for s in steps:
         log.say(f"  {s.step}: {s.iterations} iterations, {s.elapsed_s:.1f} s, {s.goals_met} "
                 f"goals met ({s.note})")
-
-
-def _goals(case: PlanCase, grids: PlanGrids, dose_gy: np.ndarray) -> tuple[GoalRow, ...]:
-    """The protocol's goals on a dose of the dose grid (CT grid, as the report reads them)."""
-    return evaluate_protocol(case.patient, resample_dose(dose_gy, grids.dose_grid,
-                                                         case.patient.grid),
-                             case.protocol, structures=grids.ct_structures)
 
 
 def beamlet_dose(case: PlanCase, grids: PlanGrids, beams: PlanBeams, *, device: str,

@@ -16,6 +16,8 @@ from planner.patient import Patient, Structure
 from planner.plan.setup import PlanCase
 from planner.planning_structures import PlanningStructures, planning_structures
 from planner.protocol import Protocol
+from planner.review.dvh import resample_dose
+from planner.review.goals import GoalRow, evaluate_protocol
 
 #: A target keeps every dose-grid voxel a quarter of which it covers (other structures: half).
 #: The goal table reads the dose interpolated onto the CT grid, where a CT voxel at the
@@ -192,3 +194,11 @@ def needed_voxels(dose_patient: Patient, protocol: Protocol,
     """
     return dose_calculation_mask(dose_patient) & planning_voxels(
         dose_patient, protocol, step=SAMPLE_STEP, structures=structures)
+
+
+def protocol_goals(case: PlanCase, grids: PlanGrids, dose_gy: np.ndarray) -> tuple[GoalRow, ...]:
+    """The protocol's goals on a dose of the dose grid, read on the CT grid (as the report reads
+    them)."""
+    return evaluate_protocol(case.patient, resample_dose(dose_gy, grids.dose_grid,
+                                                         case.patient.grid),
+                             case.protocol, structures=grids.ct_structures)

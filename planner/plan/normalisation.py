@@ -1,5 +1,7 @@
 """Delivery, normalisation: every segment's MU scaled so that the main target's D95 is at its
-prescription, as far as the hard goals allow (a stated rule, as planning systems have)."""
+prescription, as far as the hard goals allow (a stated rule, as planning systems have); a plan
+that misses a hard goal which a uniform factor can restore (e.g. PTV D1 % 0.3 % over its limit
+with D99 to spare) is scaled to the nearest factor that meets every hard goal instead."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from planner.review.goals import GoalRow, evaluate_protocol
 #: or more changes no figure a dosimetrist reads, and where a segment sits at the least MU it
 #: costs a whole dose calculation (benchmarks/results/design_history.md, "Normalisation tolerance").
 NORMALISATION_TOLERANCE = 0.005
+#: A factor that restores a hard goal is kept this far (relative) inside the goals' bounds.
+RESTORE_INSIDE = 2e-4
 
 
 def normalise(delivery: Delivery, mu: np.ndarray, planned: DeliveredPlan, *, log: StepLog
@@ -72,11 +76,43 @@ def keeps_hard_goals(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> boo
         r.margin >= missed[r.goal.label] for r in after if r.goal.label in missed)
 
 
+def _hard_met(goals: Sequence[GoalRow]) -> int:
+    return sum(1 for r in goals if r.goal.hard and r.met)
+
+
+def hard_goal_scale(goals: Sequence[GoalRow], wanted: float) -> float | None:
+    """Where goal table ``goals`` misses a hard goal: the factor on the dose nearest to
+    ``wanted`` at which every hard dose goal (Gy) is met, or None where no factor is.
+
+    A dose metric (D95 %, D0.1cc, the mean, the maximum) scales with the dose, so each hard dose
+    goal bounds the factor by its limit over its value: a maximum from above, a minimum from
+    below. Volume goals are not bounded here; the caller evaluates the
+    plan at the factor. The factor is kept ``RESTORE_INSIDE`` inside the bounds, so a goal on
+    its limit in float32 stays met.
+    """
+    if all(r.met for r in goals if r.goal.hard):
+        return None
+    low, high = 0.0, np.inf
+    for r in goals:
+        if not (r.goal.hard and r.unit == "Gy" and r.value > 0 and np.isfinite(r.limit)):
+            continue
+        bound = r.limit / r.value
+        if r.goal.bound == "max":
+            high = min(high, bound * (1.0 - RESTORE_INSIDE))
+        else:
+            low = max(low, bound * (1.0 + RESTORE_INSIDE))
+    if low > high:
+        return None
+    return float(np.clip(wanted, low, high))
+
+
 def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
                         protocol: Protocol, structures: PlanningStructures,
                         goals: Sequence[GoalRow], *, bisections: int = 6) -> tuple[float, str]:
     """The factor on every segment's MU that puts the main target's D95 at its prescription,
-    and a line saying what was done.
+    and a line saying what was done; where the plan misses a hard goal, the factor nearest to
+    that one which meets every hard goal instead (hard goals come before the D95 rule, a soft
+    goal: :func:`hard_goal_scale`), if there is one and it loses no hard goal met.
 
     The main target is the one with the highest prescription; its D95 is taken on its optimised
     volume (:mod:`planner.planning_structures`) on the CT grid, as the goal table does. The
@@ -111,12 +147,25 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
         return 1.0, f"none ({name} receives no dose)"
     wanted = main.dose_gy / d95 * (1.0 + 1e-5)  # a hair above: float32 must not leave D95 < Rx
     rule = f"{name} D95 at its prescription {main.dose_gy:g} Gy"
+
+    def evaluate(scale: float) -> list[GoalRow]:
+        return evaluate_protocol(patient, dose_ct * np.float32(scale), protocol,
+                                 structures=structures)
+
+    restoring = hard_goal_scale(goals, wanted)
+    if restoring is not None:
+        restored = evaluate(restoring)
+        if (not hard_goals_lost(goals, restored)
+                and _hard_met(restored) > _hard_met(goals)):
+            labels = [r.goal.label for r in goals if r.goal.hard and not r.met]
+            return restoring, (f"{rule} needs x{wanted:.3f}; scaled x{restoring:.3f} instead, the "
+                               f"nearest factor that meets every hard goal ({', '.join(labels)} "
+                               f"restored; D95 {d95:.2f} -> {d95 * restoring:.2f} Gy)")
     if 1.0 / (1.0 + NORMALISATION_TOLERANCE) <= wanted <= 1.0:
         return 1.0, (f"{rule}, or up to {100 * NORMALISATION_TOLERANCE:g} % above it: D95 "
                      f"{d95:.2f} Gy, not scaled")
     def keeps(scale: float) -> bool:
-        return keeps_hard_goals(goals, evaluate_protocol(
-            patient, dose_ct * np.float32(scale), protocol, structures=structures))
+        return keeps_hard_goals(goals, evaluate(scale))
 
     done = wanted
     if not keeps(wanted):

@@ -343,6 +343,46 @@ def test_normalisation_stops_where_a_hard_goal_would_be_lost(protocol_file):
     assert after[1].met and after[1].value == pytest.approx(49.0 * scale, rel=1e-5)
 
 
+HOT_LIMIT_PROTOCOL = NORMALISE_PROTOCOL + """[[goals]]
+structure = "PTV"
+metric = "D1%"
+max = 107.0
+unit = "%"
+priority = "hard"
+"""
+
+
+@pytest.mark.parametrize("cold_gy", [49.0, 47.8])
+def test_normalisation_restores_a_hard_goal_a_factor_can_meet(protocol_file, cold_gy):
+    """D95 at the prescription (50 Gy), 20 voxels (2 %) at 54 Gy: D1 % 54 Gy misses its hard
+    limit 53.5 Gy. With D99 at 49 Gy the factors in [47.5 / 49, 53.5 / 54] meet both hard
+    goals: the one nearest to the D95 rule's x1 is 53.5 / 54 (kept 2e-4 inside), and D1 % is met
+    at the soft D95's expense (49.5 Gy). With D99 at 47.8 Gy no factor meets both (47.5 / 47.8 >
+    53.5 / 54): the plan is left as it is."""
+    patient, dose = _normalise_case(cold_gy)
+    dose = np.where(dose == 52.5, 50.0, dose).astype(np.float32)
+    ptv = patient.structure("PTV").mask
+    hot = np.flatnonzero(ptv.ravel())[-20:]
+    dose.ravel()[hot] = 54.0
+    protocol = read_protocol(protocol_file(HOT_LIMIT_PROTOCOL))
+    structures = planning_structures(patient, protocol)
+    goals = evaluate_protocol(patient, dose, protocol, structures=structures)
+    assert [(g.goal.label, g.met) for g in goals[:3]] == [
+        ("PTV D95% >= 100 %", True), ("PTV D99% >= 95 %", True), ("PTV D1% <= 107 %", False)]
+    assert all(g.met for g in goals[3:])  # the goals outside the PTV
+    scale, message = normalisation_scale(patient, patient.grid, dose, protocol, structures,
+                                         goals)
+    if cold_gy == 47.8:
+        assert scale == 1.0 and "not scaled" in message
+        return
+    assert scale == pytest.approx(53.5 / 54.0 * (1 - 2e-4), rel=1e-6)
+    assert message.startswith("PTV D95 at its prescription 50 Gy needs x1.000; scaled x0.991 "
+                              "instead, the nearest factor that meets every hard goal (PTV D1% ")
+    after = evaluate_protocol(patient, dose * np.float32(scale), protocol, structures=structures)
+    assert [g.met for g in after[:3]] == [False, True, True] and all(g.met for g in after[3:])
+    assert after[2].value == pytest.approx(53.5, abs=0.02) and after[2].value < 53.5
+
+
 def test_dose_grid_covers_the_body_only():
     patient = cshape_phantom(voxel_mm=6.0, body_size_mm=(120.0, 150.0, 200.0), margin_mm=6.0)
     grid = dose_grid_for(patient, 4.0)

@@ -19,7 +19,8 @@ Prioritised steps (a lexicographic scheme held together by adaptive penalty weig
    Every organ goal (upper limit) is pushed below its achieved value, step by step, with a
    growing weight (until a step is kept, no lower than a value thought achievable, where one is
    given: e.g. the goal's value on a predicted dose); unmet soft goals get more weight too. A
-   step is kept only if no goal met before it is lost; otherwise it is undone, the lost goals
+   step is kept only if no goal met before it is lost; otherwise the largest part of it
+   (``PARTS_OF_STEP``: a half, a quarter) that loses none is kept, or none, the lost goals
    weigh more from then on, the step is halved, and the trade-off that stopped progress is
    recorded (with the sparing objectives, a target's soft goal may be traded). The sparing
    objectives' weight halves after a step lost with them and doubles (up to as given) after a
@@ -306,6 +307,7 @@ SPARING_OBJECTIVE_GROWTH = 2.0    # double after each step kept with them (up to
 SPARING_OBJECTIVE_MOST = 1.0
 SPARING_OBJECTIVE_BACKOFF = 0.5   # halve after each step lost with them, and below LEAST x
 SPARING_OBJECTIVE_LEAST = 0.1     # they are dropped
+PARTS_OF_STEP = (0.5, 0.25)       # of a sparing step that loses a goal, tried before undoing it
 
 
 def aim_inside(goal: PlanGoal, value: float) -> float:
@@ -420,6 +422,25 @@ def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x:
                             sum(r.met for r in achieved), all(r.met for r in achieved if r.hard),
                             result.stop_reason, reg_scale))
     return result.x, achieved
+
+
+def _part_of_step(problem: _Problem, x: np.ndarray, x_new: np.ndarray,
+                  lost_goals: Callable[[tuple[GoalResult, ...]], list[int]]
+                  ) -> tuple[float, np.ndarray, tuple[GoalResult, ...]] | None:
+    """The largest of ``PARTS_OF_STEP`` of the step from ``x`` to ``x_new`` whose goals lose
+    none (``lost_goals`` empty), as (fraction, beamlet weights, goals); None if every part loses
+    one. The dose is linear in the beamlet weights: a part of the step is the same part of its
+    dose change, so the goals' values move between their two ends (one product each)."""
+    xp = array_module(problem.matrix)
+    for fraction in PARTS_OF_STEP:
+        x_part = x + fraction * (x_new - x)
+        dose = problem.matrix @ xp.asarray(x_part, dtype=problem.matrix.dtype)
+        if problem.offset is not None:
+            dose = dose + problem.offset
+        achieved = evaluate_goals(dose, problem.goals)
+        if not lost_goals(achieved):
+            return fraction, x_part, achieved
+    return None
 
 
 def _goal_objectives(goals: Sequence[PlanGoal], aims: Sequence[float],
@@ -586,7 +607,9 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
 
     # 3. sparing: met organ upper limits aimed below what was reached and, like unmet soft goals,
     # given more weight; a step that loses a goal met before gets one repair (the lost goals
-    # insisted on), and is undone if that fails. Each optimisation counts as a round.
+    # insisted on), and if that fails only the part of it that loses nothing is kept (a whole
+    # step undone made single plans jump: design_history.md, "Part of a sparing step"). Each
+    # optimisation counts as a round.
     # A goal without a limit (the normal tissue's mean, "as low as possible") is pushed like the
     # organs' (it lowers the normal tissue's dose on most patients).
     spare = [i for i, g in enumerate(goals) if not g.is_target and g.bound == "max"]
@@ -628,6 +651,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         extras, tag = (([replace(o, weight=o.weight * extras_scale)  # type: ignore
                          for o in sparing_extras], f" with sparing objectives x{extras_scale:g}")
                        if with_extras else ([], ""))
+        step_scale = extras_scale if with_extras else 0.0
         round_ += 1
         x_new, new = run(f"sparing {round_}{tag}",
                          base + extras + goal_objectives(trial_aims, trial_weights), x,
@@ -654,16 +678,24 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             pushed += [r.label for r in achieved if not r.met and not r.hard]
             trade_off = (f"pushing {', '.join(pushed)} further loses "
                          f"{', '.join(goals[i].label for i in lost)}")
-            # Undo the step; the lost goals weigh more from now on and the next step is smaller.
+            # The lost goals weigh more from now on and the next step is smaller; of the step
+            # itself, the largest part that loses nothing is kept (none: it is undone).
             for i in lost:
                 weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
             step /= 2.0
+            part = _part_of_step(problem, x, x_new, lost_goals)
+            if part is not None:
+                fraction, x, achieved = part
+                steps.append(StepReport(f"sparing {round_}: x{fraction:g} of the step kept", 0,
+                                        0, 0.0, sum(r.met for r in achieved),
+                                        all(r.met for r in achieved if r.hard),
+                                        "the whole step loses a goal", reg_scale))
+                kept, kept_scale = True, step_scale
             continue
         gain = max([(achieved[i].value - new[i].value) / max(abs(achieved[i].value), 1e-12)
                     for i in spare] + [0.0])
         x, achieved, aims, weights = x_new, new, trial_aims, trial_weights
-        kept = True
-        kept_scale = extras_scale if with_extras else 0.0
+        kept, kept_scale = True, step_scale
         if with_extras:
             extras_scale = min(extras_scale * SPARING_OBJECTIVE_GROWTH, SPARING_OBJECTIVE_MOST)
         # (a step the floors held back does not end the sparing: a pessimistic estimate of

@@ -184,7 +184,8 @@ def test_dose_mimicking_sparing_objective_stays_aligned(toy):
         result = plan_automatically(D, [TargetDose("PTV", t, 50.0)], goals, normal_tissue=ring,
                                     sparing_objectives=sparing_objectives, sparing_rounds=1)
         error = float(np.abs((D @ result.x)[voxels] - reference).mean())
-        return error, [(s.step, s.iterations) for s in result.steps[:-1]]
+        return error, [(s.step, s.iterations) for s in result.steps
+                       if not s.step.startswith("sparing")]
 
     with_ring, steps = plan([])
     mimicked, mimicked_steps = plan([DoseMimicking(voxels, reference, weight=1000.0)])
@@ -221,9 +222,10 @@ def test_sparing_objective_that_costs_a_goal_backs_off(toy):
 
 
 def test_sparing_floor_bounds_the_first_push(toy):
-    """The first sparing step aims the core 25 % below its value: here that loses a PTV goal
-    and the step is undone. With a floor (a value thought achievable) 10 % below, it aims there
-    instead and the step is kept. A floor above the value is not an aim above the limit."""
+    """The first sparing step aims the core 25 % below its value: here that loses a PTV goal,
+    and only half of the step, which loses none, is kept. With a floor (a value thought
+    achievable) 10 % below, it aims there instead and the whole step is kept. A floor above the
+    value is not an aim above the limit."""
     D, target, core, ring = toy
     t = [TargetDose("PTV", np.flatnonzero(target), 50.0)]
     goals = tg119_goals(target, core)
@@ -234,8 +236,10 @@ def test_sparing_floor_bounds_the_first_push(toy):
 
     before = plan(None, rounds=0).goals[2].value  # the core D10 after the goal rounds
     free, floored = plan(None), plan([None, None, 0.9 * before])
-    assert free.steps[-1].step == floored.steps[-1].step == "sparing 1"
-    assert "trade-off: pushing Core" in free.stopped_by and free.goals[2].value == before
+    assert [s.step for s in free.steps[-2:]] == ["sparing 1", "sparing 1: x0.5 of the step kept"]
+    assert floored.steps[-1].step == "sparing 1"
+    assert "trade-off: pushing Core" in free.stopped_by
+    assert free.goals[2].value < 0.97 * before and all(r.met for r in free.goals)  # 0.90
     assert 0.85 * before < floored.goals[2].value < 0.97 * before  # 0.92 in development
     assert all(r.met for r in floored.goals)
     np.testing.assert_array_equal(plan([None, None, None]).x, free.x)

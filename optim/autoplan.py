@@ -585,7 +585,7 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
         return x, achieved, aims, weights
 
     # Soft goals are left out of step 2 (weight 0): they enter in step 3, where a step that
-    # loses a hard goal is undone, so they can never outbid one.
+    # loses a hard goal is kept only as far as it loses none, so they can never outbid one.
     x, achieved, aims, weights = hard_goal_rounds(
         x, achieved, [aim_inside(g, g.limit) for g in goals],
         [GOAL_WEIGHT if g.hard else 0.0 for g in goals], goal_rounds, relax=False)

@@ -7,7 +7,9 @@ sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arg
 - as **the floor of the first sparing push** (``achievable_dose_gy``): each organ goal's value on
   the predicted dose, the normal tissue's mean included. The unseeded first push aims every met
   organ goal 25 % below its value at once, which on most head-and-neck patients loses a goal and
-  is undone; aimed no lower than what the prediction says is achievable, it is more often kept.
+  is kept only in part; aimed no lower than what the prediction says is achievable, it is more
+  often kept whole (without the floors the seeded plans met fewer criteria: ``design_history.md``,
+  "Seeding").
 - as **dose-mimicking objectives** (``sparing_objectives``): one
   :class:`optim.objectives.DoseMimicking` per organ and one for the remaining normal tissue
   (every second voxel along each axis), on voxels more than ``MIMIC_MARGIN_MM`` outside the
@@ -15,13 +17,14 @@ sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arg
   *above* the prediction (``under=0``), each weighing ``MIMIC_WEIGHT``: a tenth of the targets'
   prescription objectives, as much as a clinical goal's objective starts with, so that they move
   the dose outside the targets. They can only pull dose down outside the targets; the targets keep their own prescription objectives.
-  A sparing step that loses a hard or organ goal met before is undone and their weight halves;
+  A sparing step that loses a hard or organ goal met before is kept only as far as it loses
+  none (a half or a quarter of it, or nothing) and their weight halves;
   a kept step doubles it again (up to ``MIMIC_WEIGHT``); below a tenth they are dropped. A
   target's soft goal (D95) may be traded: the deliverable plan's normalisation restores it as
   far as the hard goals allow.
 
-Neither can buy an unsafe plan: the hard goals are reached before the sparing, and a sparing step
-that loses a goal is undone. A poor prediction costs at most a few optimisations (failed steps
+Neither can buy an unsafe plan: the hard goals are reached before the sparing, and no part of a
+sparing step that loses a goal is kept. A poor prediction costs at most a few optimisations (failed steps
 with the mimicking and their repairs), a first step held back by pessimistic floors, or a kept
 step that settles the soft goals still unmet differently.
 

@@ -146,7 +146,8 @@ def test_achievable_dose_sets_the_first_sparing_floor(protocol, line_patient):
 @pytest.mark.parametrize("poor", ["zero", "organs_at_70"])
 def test_poor_prediction_keeps_hard_goals(protocol, poor, line_patient):
     """A prediction of 0 Gy everywhere (the mimicking asks for no dose anywhere outside the
-    target: a step with it that costs a goal is undone and its weight halves) or
+    target: a step with it that costs a goal is kept only as far as it loses none, and its
+    weight halves) or
     of 70 Gy in the organs (mimicking inactive below it) cannot cost a hard goal, nor can all
     the seed gives the optimiser (the floors too, seed_arguments)."""
     patient, D = line_patient(LINE, LINE_RX)
@@ -158,7 +159,7 @@ def test_poor_prediction_keeps_hard_goals(protocol, poor, line_patient):
     if poor == "zero":
         factors = [s.step.rsplit(" x", 1)[1] for s in seeded.steps
                    if "with sparing objectives" in s.step and "(repair)" not in s.step]
-        assert factors[:2] == ["1", "0.5"]  # the first step lost: undone, the weight halved
+        assert factors[:2] == ["1", "0.5"]  # the first step lost a goal: the weight halved
     arguments = seed_arguments(patient, D, Seed(predicted, "seeded"))
     assert set(arguments) == {"achievable_dose_gy", "sparing_objectives"}
     full = optimise_patient(patient, D, protocol, **arguments).result

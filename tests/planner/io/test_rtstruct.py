@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from dicom_factory import rectangle, write_structure_set
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pydicom.data import get_testdata_file
 

@@ -665,6 +665,8 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
                              base + extras + goal_objectives(trial_aims, trial_weights),
                              x_new, sparing=with_extras)
             lost = lost_goals(new)
+        # (the part is judged as the step was, before the sparing objectives may be dropped)
+        part = _part_of_step(problem, x, x_new, lost_goals) if lost else None
         if lost and with_extras:
             # The failed step may be the organs' push as much as the sparing objectives: they
             # stay, weighing less, until they weigh too little to matter.
@@ -683,7 +685,6 @@ def plan_automatically(D: Any, targets: Sequence[TargetDose], goals: Sequence[Pl
             for i in lost:
                 weights[i] = min(weights[i] * HARD_GROWTH, MAX_GOAL_WEIGHT)
             step /= 2.0
-            part = _part_of_step(problem, x, x_new, lost_goals)
             if part is not None:
                 fraction, x, achieved = part
                 steps.append(StepReport(f"sparing {round_}: x{fraction:g} of the step kept", 0,

@@ -394,6 +394,16 @@ def _problem(D: Any, targets: Sequence[TargetDose], goals: Sequence[PlanGoal],
     return _Problem(Dr, targets, goals, base, D_sparing, sparing, offset, sparing_offset)
 
 
+def _goals_at(problem: _Problem, x: np.ndarray) -> tuple[GoalResult, ...]:
+    """The goals on the dose of beamlet weights ``x`` (with ``problem``'s offset): the goal rows
+    are the first rows of ``problem.matrix``, and of the sparing matrix that extends it."""
+    xp = array_module(problem.matrix)
+    dose = problem.matrix @ xp.asarray(x, dtype=problem.matrix.dtype)
+    if problem.offset is not None:
+        dose = dose + problem.offset
+    return evaluate_goals(dose, problem.goals)
+
+
 def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x: np.ndarray, *,
                    sparing: bool, regularisers: Sequence[Objective], reg_scale: float,
                    iterations: int, rel_tol: float, time_limit_s: float | None,
@@ -413,11 +423,7 @@ def _optimise_step(step: str, problem: _Problem, objectives: list[Objective], x:
                               rel_tol=rel_tol, time_limit_s=time_limit_s, progress=hook)
     totals["iterations"] += result.iterations
     totals["evaluations"] += result.evaluations
-    xp = array_module(matrix)
-    dose = matrix @ xp.asarray(result.x, dtype=matrix.dtype)
-    if offset is not None:
-        dose = dose + offset
-    achieved = evaluate_goals(dose, problem.goals)  # goal rows are the first rows of matrix
+    achieved = _goals_at(problem, result.x)
     steps.append(StepReport(step, result.iterations, result.evaluations, result.elapsed_s,
                             sum(r.met for r in achieved), all(r.met for r in achieved if r.hard),
                             result.stop_reason, reg_scale))
@@ -431,13 +437,9 @@ def _part_of_step(problem: _Problem, x: np.ndarray, x_new: np.ndarray,
     none (``lost_goals`` empty), as (fraction, beamlet weights, goals); None if every part loses
     one. The dose is linear in the beamlet weights: a part of the step is the same part of its
     dose change, so the goals' values move between their two ends (one product each)."""
-    xp = array_module(problem.matrix)
     for fraction in PARTS_OF_STEP:
         x_part = x + fraction * (x_new - x)
-        dose = problem.matrix @ xp.asarray(x_part, dtype=problem.matrix.dtype)
-        if problem.offset is not None:
-            dose = dose + problem.offset
-        achieved = evaluate_goals(dose, problem.goals)
+        achieved = _goals_at(problem, x_part)
         if not lost_goals(achieved):
             return fraction, x_part, achieved
     return None
@@ -748,10 +750,7 @@ def correct_for_delivery(D: Any, targets: Sequence[TargetDose], goals: Sequence[
     """
     start = time.perf_counter()
     problem = _problem(D, targets, goals, normal_tissue, sparing_objectives, dose_offset)
-    xp = array_module(D)
-    delivered_dose = (problem.matrix @ xp.asarray(plan.x, dtype=problem.matrix.dtype)
-                      + problem.offset)
-    delivered = evaluate_goals(delivered_dose, problem.goals)
+    delivered = _goals_at(problem, plan.x)
     # An organ's sparing aim was set below what the plan reached without the offset: it is held
     # where the delivered dose has it instead (never past the aim inside its limit). The hard
     # goals come first, as in step 2: the organs give the targets back the room that delivery

@@ -93,6 +93,11 @@ def repair_goals(delivery: Delivery, weights: SegmentWeights, fluence: FluencePl
         tuple(r.goal.label for r in lost if after[r.goal.label].met))
 
 
+def hard_goals_met(goals: Sequence[GoalRow]) -> int:
+    """How many of a plan's hard goals it meets."""
+    return sum(r.met for r in goals if r.goal.hard)
+
+
 def hard_goals_lost(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> list[str]:
     """Labels of the hard goals met in ``before`` and not in ``after`` (two goal tables of the
     same protocol)."""

@@ -14,7 +14,7 @@ from dose.grid import Grid
 from optim import dvh
 from planner.patient import Patient
 from planner.plan.delivery import DeliveredPlan, Delivery
-from planner.plan.goal_repair import hard_goals_lost
+from planner.plan.goal_repair import hard_goals_lost, hard_goals_met
 from planner.plan.log import StepLog
 from planner.plan.sequencing import MIN_MU_PER_SEGMENT
 from planner.planning_structures import PlanningStructures
@@ -74,10 +74,6 @@ def keeps_hard_goals(before: Sequence[GoalRow], after: Sequence[GoalRow]) -> boo
     missed = {r.goal.label: r.margin for r in before if r.goal.hard and not r.met}
     return not hard_goals_lost(before, after) and all(
         r.margin >= missed[r.goal.label] for r in after if r.goal.label in missed)
-
-
-def _hard_met(goals: Sequence[GoalRow]) -> int:
-    return sum(1 for r in goals if r.goal.hard and r.met)
 
 
 def hard_goal_scale(goals: Sequence[GoalRow], wanted: float) -> float | None:
@@ -156,7 +152,7 @@ def normalisation_scale(patient: Patient, dose_grid: Grid, dose_gy: np.ndarray,
     if restoring is not None:
         restored = evaluate(restoring)
         if (not hard_goals_lost(goals, restored)
-                and _hard_met(restored) > _hard_met(goals)):
+                and hard_goals_met(restored) > hard_goals_met(goals)):
             labels = [r.goal.label for r in goals if r.goal.hard and not r.met]
             return restoring, (f"{rule} needs x{wanted:.3f}; scaled x{restoring:.3f} instead, the "
                                f"nearest factor that meets every hard goal ({', '.join(labels)} "

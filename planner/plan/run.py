@@ -10,7 +10,7 @@ and the output (:mod:`planner.plan.summary`, :mod:`planner.plan.output`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from planner.patient import Patient
 from planner.plan.beams import PlanBeams, place_beams
 from planner.plan.delivery import DeliveredPlan, Delivery, trace_fields
 from planner.plan.fluence import FluencePlan, correct_fluence, optimise_fluence
-from planner.plan.goal_repair import GoalRepairReport, repair_goals
+from planner.plan.goal_repair import GoalRepairReport, hard_goals_met, repair_goals
 from planner.plan.grid import PlanGrids, prepare_grids
 from planner.plan.log import StepLog
 from planner.plan.normalisation import normalise
@@ -247,11 +247,6 @@ def _correct_delivery(case: PlanCase, grids: PlanGrids, beams: PlanBeams, fluenc
             + ("corrected plan is kept" if kept else "first plan is kept"))
     record = {"hard_goals_met": {"first": first, "corrected": second}, "kept": kept}
     return (corrected, again, record) if kept else (fluence, delivered, record)
-
-
-def hard_goals_met(goals: Sequence[GoalRow]) -> int:
-    """How many of a plan's hard goals it meets."""
-    return sum(r.met for r in goals if r.goal.hard)
 
 
 def _report_case(case: PlanCase, device: str, allow_conflicts: bool, log: StepLog) -> None:

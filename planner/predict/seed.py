@@ -24,9 +24,9 @@ sparing step of :func:`optim.autoplan.plan_automatically` twice (the keyword arg
   far as the hard goals allow.
 
 Neither can buy an unsafe plan: the hard goals are reached before the sparing, and no part of a
-sparing step that loses a goal is kept. A poor prediction costs at most a few optimisations (failed steps
-with the mimicking and their repairs), a first step held back by pessimistic floors, or a kept
-step that settles the soft goals still unmet differently.
+sparing step that loses a goal is kept. A poor prediction costs at most a few optimisations
+(failed steps with the mimicking and their repairs), a first step held back by pessimistic
+floors, or a kept step that settles the soft goals still unmet differently.
 
 Only from the sparing step, and without a warm start of the fluence: the way to the hard goals
 is the unseeded one, iteration for iteration, because the mimicking in every step, or the

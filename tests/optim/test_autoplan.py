@@ -198,8 +198,8 @@ def test_sparing_objective_that_costs_a_goal_backs_off(toy):
     """A sparing objective asking for no dose at all outside the target (a prediction of 0 Gy,
     weighted far above the goals) loses the PTV goals in every sparing step, and the repairs
     fail: no part of a step (a half, a quarter) keeps every goal, so each is undone and the
-    objective's weight halves after it (x1, then x0.5); nothing of the sparing is kept, so the plan is the one of the goal rounds and no goal met there is
-    lost."""
+    objective's weight halves after it (x1, then x0.5); nothing of the sparing is kept, so the
+    plan is the one of the goal rounds and no goal met there is lost."""
     D, target, core, ring = toy
     t = np.flatnonzero(target)
     outside = np.flatnonzero(~target & (D.getnnz(1) > 0))
